@@ -1,0 +1,12 @@
+"""Datalists, the built-in synthetic chest CT, and converters of real data sets."""
+
+from lung_nodule_mtl.data.datalist import (
+    build_datalist,
+    load_datalist,
+    patient_folds,
+    select_fold,
+    validate_item,
+    write_datalist,
+)
+
+__all__ = ["build_datalist", "load_datalist", "patient_folds", "select_fold", "validate_item", "write_datalist"]

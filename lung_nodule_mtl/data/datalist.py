@@ -1,0 +1,240 @@
+"""The project's one datalist format, and patient-level splits.
+
+A datalist is a JSON file with the lists ``training``, ``validation`` and ``test`` (MONAI's
+:func:`monai.data.load_decathlon_datalist` reads it). Each item describes one nodule::
+
+    {
+      "image": "images/SYN-0001_1.nii.gz",        # CT in HU; relative paths are relative to the JSON
+      "label": "labels/SYN-0001_1.nii.gz",        # nodule mask (0/1)
+      "case_id": "SYN-0001_1",                    # unique in the datalist
+      "patient_id": "SYN-0001",
+      "nodule_id": "1",
+      "center_world_mm": [x, y, z],               # RAS world mm, the image affine's space
+      "diameter_mm": 12.3,
+      "malignancy": 1,                            # 1 malignant, 0 benign, -1 indeterminate; null if unknown
+      "malignancy_score": 4,                      # LIDC rating 1-5; null if unknown
+      "subtlety": 5, "internal_structure": 1, "calcification": 6, "sphericity": 4,
+      "margin": 4, "lobulation": 2, "spiculation": 1, "texture": 5,   # LIDC scales; null if unknown
+      "fold": 3                                   # cross-validation fold of the patient
+    }
+
+Splits are made **by patient**: all nodules of a patient land in the same fold and the same list.
+The top-level ``"metadata"`` object records how the lists were made (seed, folds, source).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, DatalistSplit, Keys, MalignancyLabel
+from lung_nodule_mtl.utils.io import atomic_write_json
+
+__all__ = [
+    "build_datalist",
+    "load_datalist",
+    "patient_folds",
+    "select_fold",
+    "validate_item",
+    "write_datalist",
+]
+
+_REQUIRED = (Keys.IMAGE, Keys.PATIENT_ID, Keys.CENTER_WORLD)
+
+
+def validate_item(item: Mapping[str, Any], where: str = "datalist item") -> None:
+    """Check one datalist item and raise a ``ValueError`` that says which field is wrong.
+
+    Args:
+        item: the item (see the module docstring for the fields).
+        where: how to name the item in the error (e.g. the file and index).
+
+    Raises:
+        ValueError: a required field is missing or a value is off its scale.
+    """
+    for key in _REQUIRED:
+        if item.get(key) in (None, ""):
+            raise ValueError(f"{where}: missing required field {str(key)!r}.")
+    centre = item[Keys.CENTER_WORLD]
+    if not (isinstance(centre, Sequence) and len(centre) == 3 and all(math.isfinite(float(c)) for c in centre)):
+        raise ValueError(f"{where}: {Keys.CENTER_WORLD!s} must be 3 finite numbers (RAS mm), got {centre!r}.")
+    diameter = item.get(Keys.DIAMETER)
+    if diameter is not None and not (math.isfinite(float(diameter)) and float(diameter) > 0):
+        raise ValueError(f"{where}: {Keys.DIAMETER!s} must be a positive number of mm, got {diameter!r}.")
+    malignancy = item.get(Keys.MALIGNANCY)
+    if malignancy is not None and malignancy not in {int(m) for m in MalignancyLabel}:
+        raise ValueError(f"{where}: {Keys.MALIGNANCY!s} must be 1, 0, -1 or null, got {malignancy!r}.")
+    score = item.get(Keys.MALIGNANCY_SCORE)
+    if score is not None and not 1 <= float(score) <= 5:
+        raise ValueError(f"{where}: {Keys.MALIGNANCY_SCORE!s} must be in 1..5 or null, got {score!r}.")
+    for name, levels in ATTRIBUTE_CLASSES.items():
+        value = item.get(name)
+        if value is not None and not (float(value) == int(value) and 1 <= int(value) <= levels):
+            raise ValueError(f"{where}: {name!r} must be an integer in 1..{levels} or null, got {value!r}.")
+
+
+def patient_folds(
+    items: Sequence[Mapping[str, Any]],
+    n_folds: int,
+    seed: int = 0,
+    stratify_key: str | None = Keys.MALIGNANCY,
+) -> list[int]:
+    """Assign every item a fold in ``0..n_folds-1`` so that each patient is in exactly one fold.
+
+    Patients are shuffled with ``seed`` and dealt to folds in turn, separately for each stratum
+    (the patient's highest value of ``stratify_key``; e.g. a patient with any malignant nodule is
+    "malignant"), so folds get similar numbers of patients and of each class.
+
+    Args:
+        items: datalist items, each with ``patient_id``.
+        n_folds: number of folds, ``>= 2`` and at most the number of patients.
+        seed: seed of the shuffle; the same seed gives the same folds.
+        stratify_key: item field to balance across folds, or ``None``.
+
+    Returns:
+        The fold of each item, in the order of ``items``.
+    """
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be >= 2, got {n_folds}.")
+    patients: dict[str, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        pid = item.get(Keys.PATIENT_ID)
+        if pid in (None, ""):
+            raise ValueError(f"item {i} has no {Keys.PATIENT_ID!s}; folds are made by patient.")
+        patients[str(pid)].append(i)
+    if n_folds > len(patients):
+        raise ValueError(f"n_folds={n_folds} is more than the {len(patients)} patients in the datalist.")
+
+    def stratum(pid: str) -> float:
+        if stratify_key is None:
+            return 0.0
+        values = [items[i].get(stratify_key) for i in patients[pid]]
+        known = [float(v) for v in values if v is not None]
+        return max(known) if known else -math.inf
+
+    rng = random.Random(seed)
+    order = sorted(patients)
+    rng.shuffle(order)
+    # stable sort by stratum keeps the shuffle within each stratum; dealing continues across strata
+    order.sort(key=stratum)
+    fold_of_patient = {pid: k % n_folds for k, pid in enumerate(order)}
+    return [fold_of_patient[str(item[Keys.PATIENT_ID])] for item in items]
+
+
+def build_datalist(
+    items: Iterable[Mapping[str, Any]],
+    n_folds: int = 5,
+    val_fold: int = 0,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Split nodule items by patient into ``training`` / ``validation`` / ``test`` lists.
+
+    A fraction of the patients (``test_fraction``) is held out as ``test``; the others are dealt
+    into ``n_folds`` folds (:func:`patient_folds`), each item keeping its ``fold``; fold ``val_fold``
+    is ``validation`` and the rest ``training``. :func:`select_fold` re-splits for another fold.
+
+    Args:
+        items: nodule items (validated with :func:`validate_item`).
+        n_folds: number of cross-validation folds (``>= 2``).
+        val_fold: the fold used as ``validation``.
+        test_fraction: fraction of patients held out as ``test`` (``0 <= f < 1``).
+        seed: seed for the test draw and the folds.
+        metadata: extra provenance to record under ``"metadata"``.
+
+    Returns:
+        The datalist dictionary, ready for :func:`write_datalist`.
+    """
+    items = [dict(item) for item in items]
+    for i, item in enumerate(items):
+        validate_item(item, where=f"item {i} ({item.get(Keys.CASE_ID, item.get(Keys.IMAGE))})")
+    if not 0 <= val_fold < n_folds:
+        raise ValueError(f"val_fold must be in 0..{n_folds - 1}, got {val_fold}.")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
+    patients = sorted({str(item[Keys.PATIENT_ID]) for item in items})
+    rng = random.Random(seed)
+    n_test = round(test_fraction * len(patients))
+    test_patients = set(rng.sample(patients, n_test)) if n_test else set()
+    test = [item for item in items if str(item[Keys.PATIENT_ID]) in test_patients]
+    rest = [item for item in items if str(item[Keys.PATIENT_ID]) not in test_patients]
+    for item, fold in zip(rest, patient_folds(rest, n_folds, seed=seed), strict=True):
+        item[Keys.FOLD] = fold
+    datalist: dict[str, Any] = {
+        "metadata": {
+            "format": "lung_nodule_mtl datalist v1",
+            "center_world_mm": "RAS world coordinates, mm",
+            "n_folds": n_folds,
+            "val_fold": val_fold,
+            "test_fraction": test_fraction,
+            "seed": seed,
+            **(dict(metadata) if metadata else {}),
+        },
+        DatalistSplit.TRAINING.value: [],
+        DatalistSplit.VALIDATION.value: [],
+        DatalistSplit.TEST.value: test,
+    }
+    return select_fold(datalist | {DatalistSplit.TRAINING.value: rest}, val_fold)
+
+
+def select_fold(datalist: Mapping[str, Any], val_fold: int) -> dict[str, Any]:
+    """Return a copy of ``datalist`` whose ``validation`` list is fold ``val_fold``.
+
+    ``training`` and ``validation`` are pooled and re-split on each item's ``fold``; ``test`` is
+    left as it is.
+    """
+    pooled = list(datalist.get(DatalistSplit.TRAINING, [])) + list(datalist.get(DatalistSplit.VALIDATION, []))
+    missing = [i for i, item in enumerate(pooled) if Keys.FOLD not in item]
+    if missing:
+        raise ValueError(f"{len(missing)} items have no {Keys.FOLD!s}; build the datalist with build_datalist().")
+    folds = {int(item[Keys.FOLD]) for item in pooled}
+    if pooled and val_fold not in folds:
+        raise ValueError(f"val_fold={val_fold} is not one of the datalist's folds {sorted(folds)}.")
+    out = dict(datalist)
+    out[DatalistSplit.TRAINING.value] = [item for item in pooled if int(item[Keys.FOLD]) != val_fold]
+    out[DatalistSplit.VALIDATION.value] = [item for item in pooled if int(item[Keys.FOLD]) == val_fold]
+    if isinstance(out.get("metadata"), Mapping):
+        out["metadata"] = {**out["metadata"], "val_fold": val_fold}
+    return out
+
+
+def write_datalist(datalist: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write a datalist JSON atomically (temporary file, then rename) and return its path."""
+    return atomic_write_json(dict(datalist), path)
+
+
+def load_datalist(path: str | os.PathLike[str], split: str = DatalistSplit.TRAINING) -> list[dict[str, Any]]:
+    """Read one list of a datalist, with ``image``/``label`` paths made absolute.
+
+    A thin wrapper of :func:`monai.data.load_decathlon_datalist` that validates every item and
+    says which file and item is wrong.
+
+    Args:
+        path: the datalist JSON.
+        split: ``"training"``, ``"validation"`` or ``"test"``.
+    """
+    from monai.data import load_decathlon_datalist
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"datalist not found: {str(p)!r}.")
+    try:
+        with open(p, encoding="utf-8") as f:
+            raw = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid JSON ({e}).") from e
+    if split not in raw:
+        raise ValueError(f"{p}: has no {split!r} list (lists present: {sorted(k for k in raw if k != 'metadata')}).")
+    if not raw[split]:
+        return []
+    items = load_decathlon_datalist(str(p), is_segmentation=True, data_list_key=split, base_dir=str(p.parent))
+    for i, item in enumerate(items):
+        validate_item(item, where=f"{p} [{split}][{i}]")
+    return items

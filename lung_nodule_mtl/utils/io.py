@@ -1,0 +1,92 @@
+"""Atomic file output: write to a temporary file in the destination folder, then rename.
+
+A reader never sees a half-written file and an interrupted run never replaces a good file with a
+broken one (``os.replace`` is atomic on POSIX and Windows within one file system).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import nibabel as nib
+import numpy as np
+
+__all__ = ["atomic_path", "atomic_write", "atomic_write_json", "atomic_write_nifti"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary name keeps ``path``'s suffixes (e.g. ``.nii.gz``) so that libraries which choose
+    a format from the file name write the right one. On any error the temporary file is removed
+    and ``path`` is left as it was.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{''.join(dest.suffixes)}", dir=dest.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a file for writing that appears at ``path`` only once the block has succeeded.
+
+    Args:
+        path: destination file; its parent folder is created if needed.
+        mode: ``"w"`` (text, UTF-8) or ``"wb"``.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}.")
+    text_args: dict[str, Any] = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+    with atomic_path(path) as tmp, open(tmp, mode, **text_args) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike[str], indent: int = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically and return the path."""
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=indent)
+        f.write("\n")
+    return Path(path)
+
+
+def atomic_write_nifti(
+    array: np.ndarray, affine: np.ndarray, path: str | os.PathLike[str], dtype: np.dtype | type | None = None
+) -> Path:
+    """Write a 3D array as NIfTI (``.nii`` or ``.nii.gz``) atomically.
+
+    Args:
+        array: voxel array in ``(i, j, k)`` order, as nibabel stores it.
+        affine: 4x4 voxel-to-world matrix (RAS, mm); written to both qform and sform.
+        path: destination, ``.nii`` or ``.nii.gz``.
+        dtype: on-disk data type (defaults to ``array.dtype``); HU are stored as int16.
+    """
+    dest = Path(path)
+    if not dest.name.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"NIfTI output must end in .nii or .nii.gz, got {str(dest)!r}.")
+    arr = np.asarray(array)
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    with atomic_path(dest) as tmp:
+        nib.save(img, tmp)
+    return dest
