@@ -87,9 +87,11 @@ def patient_folds(
 ) -> list[int]:
     """Assign every item a fold in ``0..n_folds-1`` so that each patient is in exactly one fold.
 
-    Patients are shuffled with ``seed`` and dealt to folds in turn, separately for each stratum
-    (the patient's highest value of ``stratify_key``; e.g. a patient with any malignant nodule is
-    "malignant"), so folds get similar numbers of patients and of each class.
+    Patients are shuffled with ``seed``, then taken stratum by stratum (a patient's stratum is
+    the highest value of ``stratify_key`` among its nodules, e.g. "has a malignant nodule"), those
+    with more nodules first, and each is given to the fold that so far has the fewest nodules of
+    that stratum (then the fewest nodules overall). Folds thus get similar numbers of nodules and
+    of each class, and the same seed always gives the same folds.
 
     Args:
         items: datalist items, each with ``patient_id``.
@@ -121,9 +123,16 @@ def patient_folds(
     rng = random.Random(seed)
     order = sorted(patients)
     rng.shuffle(order)
-    # stable sort by stratum keeps the shuffle within each stratum; dealing continues across strata
-    order.sort(key=stratum)
-    fold_of_patient = {pid: k % n_folds for k, pid in enumerate(order)}
+    order.sort(key=lambda pid: (stratum(pid), -len(patients[pid])))  # stable: the shuffle breaks ties
+    per_stratum: dict[float, list[int]] = defaultdict(lambda: [0] * n_folds)
+    totals = [0] * n_folds
+    fold_of_patient: dict[str, int] = {}
+    for pid in order:
+        counts = per_stratum[stratum(pid)]
+        fold = min(range(n_folds), key=lambda k: (counts[k], totals[k], k))
+        fold_of_patient[pid] = fold
+        counts[fold] += len(patients[pid])
+        totals[fold] += len(patients[pid])
     return [fold_of_patient[str(item[Keys.PATIENT_ID])] for item in items]
 
 
