@@ -1,0 +1,141 @@
+"""Malignancy and attribute scores over a set of nodules.
+
+Malignancy follows the LIDC convention of the datalists: label ``1`` malignant (rating >= 4),
+``0`` benign (<= 2), ``-1`` indeterminate (rating 3). AUC, accuracy, sensitivity and specificity
+are computed on the benign and malignant nodules only; the indeterminate ones are reported apart
+(how many, and the mean predicted probability), never silently mixed in.
+
+Because LIDC malignancy ratings follow nodule size, every malignancy report can carry the
+**diameter-only baseline** (the AUC of ``diameter_mm`` used as the score): a model earns its place
+only by beating it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.metrics import compute_roc_auc
+
+from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, MalignancyLabel
+
+__all__ = ["attribute_accuracy", "binary_scores", "malignancy_report"]
+
+
+def _vector(values: Sequence[float] | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    a = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+    if a.ndim != 1:
+        a = a.reshape(-1)
+    return a
+
+
+def binary_scores(
+    probs: Sequence[float] | np.ndarray | torch.Tensor,
+    labels: Sequence[float] | np.ndarray | torch.Tensor,
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """AUC, accuracy, sensitivity and specificity of scores for binary labels.
+
+    Args:
+        probs: predicted probability (or any score for the AUC) per case.
+        labels: 0/1 per case; nothing else is allowed here.
+        threshold: a case is called positive when ``prob >= threshold``.
+
+    Returns:
+        ``{"auc", "accuracy", "sensitivity", "specificity", "n_positive", "n_negative"}``; a score
+        that is undefined (e.g. AUC with one class only) is ``nan``.
+    """
+    p, y = _vector(probs, "probs"), _vector(labels, "labels")
+    if p.shape != y.shape:
+        raise ValueError(f"probs and labels must have the same length, got {p.size} and {y.size}.")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"labels must be 0 or 1, got values {sorted(set(y.tolist()) - {0.0, 1.0})}.")
+    if not np.isfinite(p).all():
+        raise ValueError("probs must be finite.")
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    called = p >= threshold
+    auc = (
+        float(compute_roc_auc(torch.as_tensor(p), torch.as_tensor(y)))  # type: ignore[arg-type]
+        if n_pos and n_neg
+        else math.nan
+    )
+    return {
+        "auc": auc,
+        "accuracy": float((called == (y == 1)).mean()) if y.size else math.nan,
+        "sensitivity": float(called[y == 1].mean()) if n_pos else math.nan,
+        "specificity": float((~called[y == 0]).mean()) if n_neg else math.nan,
+        "n_positive": n_pos,
+        "n_negative": n_neg,
+    }
+
+
+def malignancy_report(
+    probs: Sequence[float] | np.ndarray | torch.Tensor,
+    labels: Sequence[float | None] | np.ndarray,
+    diameters_mm: Sequence[float | None] | np.ndarray | None = None,
+    threshold: float = 0.5,
+) -> dict[str, object]:
+    """Malignancy scores on benign vs malignant nodules, indeterminates apart, diameter baseline beside.
+
+    Args:
+        probs: predicted malignancy probability per nodule.
+        labels: :class:`~lung_nodule_mtl.constants.MalignancyLabel` per nodule (1, 0, -1) or ``None``
+            where unknown (ignored).
+        diameters_mm: nodule diameters; when given, ``"diameter_baseline_auc"`` is the AUC of the
+            diameter alone on the same benign/malignant nodules.
+        threshold: probability at which a nodule is called malignant.
+
+    Returns:
+        The :func:`binary_scores` of the model, ``"indeterminate": {"n", "mean_prob"}``,
+        ``"n_unknown"`` and, with diameters, ``"diameter_baseline_auc"``.
+    """
+    p = _vector(probs, "probs")
+    y = np.array([math.nan if v is None else float(v) for v in labels], dtype=np.float64)
+    if p.shape != y.shape:
+        raise ValueError(f"probs and labels must have the same length, got {p.size} and {y.size}.")
+    known = np.isin(y, (MalignancyLabel.BENIGN, MalignancyLabel.MALIGNANT))
+    indeterminate = y == MalignancyLabel.INDETERMINATE
+    report: dict[str, object] = dict(binary_scores(p[known], y[known], threshold))
+    report["indeterminate"] = {
+        "n": int(indeterminate.sum()),
+        "mean_prob": float(p[indeterminate].mean()) if indeterminate.any() else math.nan,
+    }
+    report["n_unknown"] = int((~known & ~indeterminate).sum())
+    if diameters_mm is not None:
+        d = np.array([math.nan if v is None else float(v) for v in diameters_mm], dtype=np.float64)
+        if d.shape != y.shape:
+            raise ValueError(f"diameters_mm must have one value per nodule, got {d.size} for {y.size}.")
+        ok = known & np.isfinite(d)
+        report["diameter_baseline_auc"] = binary_scores(d[ok], y[ok], threshold=math.inf)["auc"]
+    return report
+
+
+def attribute_accuracy(
+    predicted: Mapping[str, Sequence[int | None]],
+    reference: Mapping[str, Sequence[int | None]],
+) -> dict[str, dict[str, float]]:
+    """Per-attribute accuracy, exact and within one level, on LIDC's 1-based scales.
+
+    Args:
+        predicted: attribute name -> predicted rating per nodule.
+        reference: attribute name -> reference rating per nodule (``None`` where unknown: skipped).
+
+    Returns:
+        attribute -> ``{"accuracy", "within_one", "n"}`` for every attribute present in both.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for name in ATTRIBUTE_CLASSES:
+        if name not in predicted or name not in reference:
+            continue
+        pred, ref = list(predicted[name]), list(reference[name])
+        if len(pred) != len(ref):
+            raise ValueError(f"attribute {name!r}: {len(pred)} predictions for {len(ref)} references.")
+        pairs = [(int(a), int(b)) for a, b in zip(pred, ref, strict=True) if a is not None and b is not None]
+        if not pairs:
+            out[name] = {"accuracy": math.nan, "within_one": math.nan, "n": 0}
+            continue
+        diff = np.array([abs(a - b) for a, b in pairs])
+        out[name] = {"accuracy": float((diff == 0).mean()), "within_one": float((diff <= 1).mean()), "n": len(pairs)}
+    return out

@@ -1,0 +1,66 @@
+"""Malignancy and attribute scores, with indeterminates apart and the diameter baseline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lung_nodule_mtl.metrics.classification import attribute_accuracy, binary_scores, malignancy_report
+
+
+def test_binary_scores_values() -> None:
+    probs = [0.9, 0.8, 0.3, 0.6, 0.1, 0.2]
+    labels = [1, 1, 1, 0, 0, 0]
+    s = binary_scores(probs, labels)
+    # 8 of the 9 positive/negative pairs are ordered right (0.3 < 0.6)
+    assert s["auc"] == pytest.approx(8 / 9)
+    assert s["sensitivity"] == pytest.approx(2 / 3)
+    assert s["specificity"] == pytest.approx(2 / 3)
+    assert s["accuracy"] == pytest.approx(4 / 6)
+    assert (s["n_positive"], s["n_negative"]) == (3, 3)
+    assert binary_scores(probs, labels, threshold=0.25)["sensitivity"] == 1.0
+
+
+def test_one_class_is_nan() -> None:
+    s = binary_scores([0.2, 0.7], [1, 1])
+    assert math.isnan(s["auc"]) and math.isnan(s["specificity"]) and s["sensitivity"] == 0.5
+
+
+def test_malignancy_report_keeps_indeterminate_apart() -> None:
+    probs = [0.9, 0.1, 0.5, 0.7, 0.4]
+    labels = [1, 0, -1, -1, None]
+    diameters = [20.0, 4.0, 8.0, 9.0, 5.0]
+    r = malignancy_report(probs, labels, diameters)
+    assert r["auc"] == 1.0 and (r["n_positive"], r["n_negative"]) == (1, 1)
+    assert r["indeterminate"] == {"n": 2, "mean_prob": pytest.approx(0.6)}
+    assert r["n_unknown"] == 1
+    assert r["diameter_baseline_auc"] == 1.0
+    # a diameter that orders the classes the wrong way round scores 0
+    assert malignancy_report(probs, labels, [3.0, 30.0, 8.0, 9.0, 5.0])["diameter_baseline_auc"] == 0.0
+    # changing an indeterminate prediction changes nothing but the indeterminate summary
+    r2 = malignancy_report([0.9, 0.1, 0.0, 0.0, 0.4], labels)
+    assert r2["auc"] == r["auc"] and r2["indeterminate"]["mean_prob"] == 0.0
+
+
+def test_attribute_accuracy() -> None:
+    ref = {"spiculation": [1, 2, 5, None], "texture": [5, 5, 1, 3]}
+    pred = {"spiculation": [1, 3, 2, 4], "texture": [5, 4, 1, 3], "margin": [1, 1, 1, 1]}
+    acc = attribute_accuracy(pred, ref)
+    assert set(acc) == {"spiculation", "texture"}
+    assert acc["spiculation"] == {"accuracy": pytest.approx(1 / 3), "within_one": pytest.approx(2 / 3), "n": 3}
+    assert acc["texture"]["accuracy"] == 0.75 and acc["texture"]["within_one"] == 1.0
+
+
+def test_ill_arg() -> None:
+    with pytest.raises(ValueError, match="0 or 1"):
+        binary_scores([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match="same length"):
+        binary_scores([0.1], [0, 1])
+    with pytest.raises(ValueError, match="finite"):
+        binary_scores([np.nan, 0.2], [0, 1])
+    with pytest.raises(ValueError, match="diameters_mm"):
+        malignancy_report([0.1, 0.2], [0, 1], [3.0])
+    with pytest.raises(ValueError, match="spiculation"):
+        attribute_accuracy({"spiculation": [1]}, {"spiculation": [1, 2]})
