@@ -1,1 +1,90 @@
-"""transforms."""
+"""Transforms from a datalist item to a network-ready sample: windows, nodule crops, labels, chains.
+
+* :mod:`~lung_nodule_mtl.transforms.coordinates`: RAS world mm ↔ voxel through a 4x4 affine.
+* :mod:`~lung_nodule_mtl.transforms.window`: HU windows → ``[0, 1]`` channels.
+* :mod:`~lung_nodule_mtl.transforms.crop`: fixed-size crops around a world-mm nodule centre (invertible).
+* :mod:`~lung_nodule_mtl.transforms.labels`: datalist scalars → label tensors (``IGNORE_INDEX`` when missing).
+* :mod:`~lung_nodule_mtl.transforms.chains`: the training, validation and inference ``Compose`` chains.
+"""
+
+from lung_nodule_mtl.transforms.chains import (
+    DEFAULT_AFFINE_PROB,
+    DEFAULT_FLIP_PROB,
+    DEFAULT_INTENSITY_SCALE_FACTOR,
+    DEFAULT_INTENSITY_SCALE_PROB,
+    DEFAULT_INTENSITY_SHIFT_OFFSET,
+    DEFAULT_INTENSITY_SHIFT_PROB,
+    DEFAULT_MAX_SHIFT_MM,
+    DEFAULT_NOISE_PROB,
+    DEFAULT_NOISE_STD,
+    DEFAULT_ROI_SIZE,
+    DEFAULT_ROT90_PROB,
+    DEFAULT_ROTATE_RANGE_RAD,
+    DEFAULT_SCALE_RANGE,
+    DEFAULT_SPACING_MM,
+    ORIENTATION,
+    get_inference_transforms,
+    get_train_transforms,
+    get_val_transforms,
+)
+from lung_nodule_mtl.transforms.coordinates import voxel_to_world, world_to_voxel
+from lung_nodule_mtl.transforms.crop import (
+    MASK_PAD_VALUE,
+    NoduleCentredCrop,
+    NoduleCentredCropd,
+    RandNoduleCentredCrop,
+    RandNoduleCentredCropd,
+    nodule_roi,
+)
+from lung_nodule_mtl.transforms.labels import (
+    INDETERMINATE_POLICIES,
+    LABEL_KEYS,
+    SOFT_INDETERMINATE,
+    NoduleLabels,
+    NoduleLabelsd,
+    encode_attribute,
+    encode_malignancy,
+    encode_malignancy_score,
+)
+from lung_nodule_mtl.transforms.window import WINDOWED_PAD_VALUE, LungWindow, LungWindowd, normalise_windows
+
+__all__ = [
+    "DEFAULT_AFFINE_PROB",
+    "DEFAULT_FLIP_PROB",
+    "DEFAULT_INTENSITY_SCALE_FACTOR",
+    "DEFAULT_INTENSITY_SCALE_PROB",
+    "DEFAULT_INTENSITY_SHIFT_OFFSET",
+    "DEFAULT_INTENSITY_SHIFT_PROB",
+    "DEFAULT_MAX_SHIFT_MM",
+    "DEFAULT_NOISE_PROB",
+    "DEFAULT_NOISE_STD",
+    "DEFAULT_ROI_SIZE",
+    "DEFAULT_ROT90_PROB",
+    "DEFAULT_ROTATE_RANGE_RAD",
+    "DEFAULT_SCALE_RANGE",
+    "DEFAULT_SPACING_MM",
+    "INDETERMINATE_POLICIES",
+    "LABEL_KEYS",
+    "MASK_PAD_VALUE",
+    "ORIENTATION",
+    "SOFT_INDETERMINATE",
+    "WINDOWED_PAD_VALUE",
+    "LungWindow",
+    "LungWindowd",
+    "NoduleCentredCrop",
+    "NoduleCentredCropd",
+    "NoduleLabels",
+    "NoduleLabelsd",
+    "RandNoduleCentredCrop",
+    "RandNoduleCentredCropd",
+    "encode_attribute",
+    "encode_malignancy",
+    "encode_malignancy_score",
+    "get_inference_transforms",
+    "get_train_transforms",
+    "get_val_transforms",
+    "nodule_roi",
+    "normalise_windows",
+    "voxel_to_world",
+    "world_to_voxel",
+]

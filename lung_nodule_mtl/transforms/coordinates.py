@@ -1,0 +1,83 @@
+"""World (RAS mm) ↔ voxel conversions through a 4x4 affine.
+
+The affine is the one of a NIfTI file as nibabel reads it, or ``MetaTensor.affine`` after MONAI's
+``LoadImage``: it maps a voxel index ``(i, j, k)`` (0-based, voxel centres at integers) to a point
+``(x, y, z)`` in millimetres in RAS world space. Rotated (oblique) and anisotropic affines are
+supported; the conversion is done in float64.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+
+__all__ = ["voxel_to_world", "world_to_voxel"]
+
+PointsT = TypeVar("PointsT", np.ndarray, torch.Tensor)
+
+
+def _as_affine(affine: ArrayLike | torch.Tensor) -> np.ndarray:
+    """Return ``affine`` as a float64 ``(4, 4)`` numpy array, checking its shape and values."""
+    if isinstance(affine, torch.Tensor):
+        affine = affine.detach().cpu().numpy()
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4):
+        raise ValueError(f"affine must be a 4x4 matrix (voxel -> RAS mm), got shape {a.shape}.")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"affine must be finite, got {a.tolist()!r}.")
+    return a
+
+
+def _apply(matrix: np.ndarray, points: ArrayLike | torch.Tensor, name: str) -> np.ndarray | torch.Tensor:
+    """Apply the 4x4 ``matrix`` to ``points`` ``(..., 3)``; numpy in → numpy out, torch in → torch out."""
+    if isinstance(points, torch.Tensor):
+        out = _apply(matrix, points.detach().cpu().double().numpy(), name)
+        dtype = points.dtype if points.is_floating_point() else torch.float64
+        return torch.as_tensor(out, dtype=dtype, device=points.device)
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim == 0 or p.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape (3,) or (N, 3) (x, y, z / i, j, k), got shape {p.shape}.")
+    return p @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def world_to_voxel(affine: ArrayLike | torch.Tensor, points_mm: PointsT | ArrayLike) -> PointsT:
+    """Convert RAS world points (mm) to continuous voxel indices of the image with ``affine``.
+
+    Args:
+        affine: ``(4, 4)`` voxel → RAS-mm affine (numpy, torch or nested lists).
+        points_mm: ``(3,)`` or ``(..., 3)`` world points ``(x, y, z)`` in RAS mm.
+
+    Returns:
+        ``(3,)`` or ``(..., 3)`` continuous voxel coordinates ``(i, j, k)`` (not rounded: voxel
+        centres are at integers). A torch tensor in gives a torch tensor out (same device, float
+        dtype kept, integers → float64); anything else gives a float64 numpy array.
+
+    Raises:
+        ValueError: ``affine`` is not a finite, invertible 4x4 matrix, or the points are not 3D.
+    """
+    a = _as_affine(affine)
+    try:
+        inverse = np.linalg.inv(a)
+    except np.linalg.LinAlgError as e:
+        raise ValueError(f"affine must be invertible, got {a.tolist()!r}.") from e
+    return _apply(inverse, points_mm, "points_mm")  # type: ignore[return-value]
+
+
+def voxel_to_world(affine: ArrayLike | torch.Tensor, points_vox: PointsT | ArrayLike) -> PointsT:
+    """Convert voxel indices (continuous or integer) to RAS world points in mm.
+
+    Args:
+        affine: ``(4, 4)`` voxel → RAS-mm affine (numpy, torch or nested lists).
+        points_vox: ``(3,)`` or ``(..., 3)`` voxel coordinates ``(i, j, k)``.
+
+    Returns:
+        ``(3,)`` or ``(..., 3)`` world points ``(x, y, z)`` in RAS mm, torch in → torch out as in
+        :func:`world_to_voxel`.
+
+    Raises:
+        ValueError: ``affine`` is not a finite 4x4 matrix, or the points are not 3D.
+    """
+    return _apply(_as_affine(affine), points_vox, "points_vox")  # type: ignore[return-value]
