@@ -86,6 +86,10 @@ class OutputKeys(StrEnum):
     """Malignancy logit ``(B, 1)``."""
     MALIGNANCY_SCORE = "malignancy_score"
     """Regressed malignancy rating ``(B, 1)`` on the 1-5 scale."""
+    DIAMETER = "diameter_mm"
+    """Regressed nodule diameter ``(B, 1)`` in mm (an optional head)."""
+    MASK_DEEP_SUPERVISION_PREFIX = "mask_ds"
+    """Prefix of the deep-supervision mask logits ``mask_ds1``, ``mask_ds2``, ... (training mode only)."""
 
 
 class Attribute(StrEnum):

@@ -4,9 +4,20 @@ from lung_nodule_mtl.data.datalist import (
     build_datalist,
     load_datalist,
     patient_folds,
+    read_splits,
     select_fold,
     validate_item,
     write_datalist,
 )
+from lung_nodule_mtl.data.default import resolve_datalist
 
-__all__ = ["build_datalist", "load_datalist", "patient_folds", "select_fold", "validate_item", "write_datalist"]
+__all__ = [
+    "build_datalist",
+    "load_datalist",
+    "patient_folds",
+    "read_splits",
+    "resolve_datalist",
+    "select_fold",
+    "validate_item",
+    "write_datalist",
+]

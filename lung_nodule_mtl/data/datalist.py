@@ -40,6 +40,7 @@ __all__ = [
     "build_datalist",
     "load_datalist",
     "patient_folds",
+    "read_splits",
     "select_fold",
     "validate_item",
     "write_datalist",
@@ -247,3 +248,23 @@ def load_datalist(path: str | os.PathLike[str], split: str = DatalistSplit.TRAIN
     for i, item in enumerate(items):
         validate_item(item, where=f"{p} [{split}][{i}]")
     return items
+
+
+def read_splits(path: str | os.PathLike[str], val_fold: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """All three lists of a datalist (paths absolute, items validated), optionally re-split on a fold.
+
+    Args:
+        path: the datalist JSON.
+        val_fold: when given, ``training``/``validation`` are re-split so that fold ``val_fold`` is
+            validation (:func:`select_fold`); ``None`` keeps the lists as written.
+
+    Returns:
+        ``{"training": [...], "validation": [...], "test": [...]}`` (a list missing from the file is empty).
+    """
+    p = Path(path)
+    with open(p, encoding="utf-8") as f:
+        present = set(json.load(f))
+    splits = {s.value: (load_datalist(p, s) if s.value in present else []) for s in DatalistSplit}
+    if val_fold is not None:
+        splits = {k: v for k, v in select_fold(splits, int(val_fold)).items() if k in splits}
+    return splits

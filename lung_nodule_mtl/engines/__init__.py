@@ -1,1 +1,27 @@
-"""engines."""
+"""Pieces that plug the multi-task model into MONAI's Ignite engines (used by the bundle configs)."""
+
+from lung_nodule_mtl.engines.checkpoint import TrainingCheckpoint, latest_checkpoint
+from lung_nodule_mtl.engines.loss import TotalLoss
+from lung_nodule_mtl.engines.metrics import MultiTaskValidationMetric, mask_probability, multitask_output
+from lung_nodule_mtl.engines.prepare_batch import DEFAULT_TARGET_KEYS, MultiTaskPrepareBatch
+from lung_nodule_mtl.engines.report import (
+    NoduleEvaluationWriter,
+    NodulePredictionWriter,
+    SplitPredictiond,
+    head_predictions,
+)
+
+__all__ = [
+    "DEFAULT_TARGET_KEYS",
+    "MultiTaskPrepareBatch",
+    "MultiTaskValidationMetric",
+    "NoduleEvaluationWriter",
+    "NodulePredictionWriter",
+    "SplitPredictiond",
+    "TotalLoss",
+    "TrainingCheckpoint",
+    "head_predictions",
+    "latest_checkpoint",
+    "mask_probability",
+    "multitask_output",
+]

@@ -19,6 +19,9 @@ import numpy as np
 
 __all__ = ["atomic_path", "atomic_write", "atomic_write_json", "atomic_write_nifti"]
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -34,6 +37,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

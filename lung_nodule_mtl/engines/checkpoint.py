@@ -1,0 +1,94 @@
+"""Checkpoints that let an interrupted training run resume where it stopped.
+
+:class:`TrainingCheckpoint` is one Ignite handler for the trainer: on ``attach`` it adds the
+trainer itself to the objects to save (which a declarative config cannot do without a circular
+reference), then
+
+* attaches a MONAI ``CheckpointSaver`` writing ``checkpoint_epoch=<N>.pt`` every epoch (the last
+  one kept) with the network, optimiser, scheduler and trainer state, and ``model_final.pt`` at the
+  end; on rank 0 only under ``torch.distributed``;
+* when ``resume`` and a checkpoint exists, attaches a MONAI ``CheckpointLoader`` for the newest one
+  (every rank), so the epoch counter, weights, optimiser and scheduler continue from it.
+
+MONAI's loader uses ``torch.load(..., weights_only=True)``: a checkpoint cannot run code when loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+from ignite.engine import Engine
+from monai.handlers import CheckpointLoader, CheckpointSaver
+
+__all__ = ["CHECKPOINT_PATTERN", "TrainingCheckpoint", "latest_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
+"""File names of MONAI ``CheckpointSaver``'s interval checkpoints (with or without a prefix)."""
+
+
+def latest_checkpoint(ckpt_dir: str | os.PathLike[str]) -> Path | None:
+    """The interval checkpoint with the highest epoch in ``ckpt_dir``, or ``None`` if there is none."""
+    folder = Path(ckpt_dir)
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.search(p.name))]
+    return max(found)[1] if found else None
+
+
+class TrainingCheckpoint:
+    """Save every epoch and resume from the newest checkpoint; see the module docstring.
+
+    Args:
+        ckpt_dir: folder of the checkpoints.
+        objects: what to save and restore besides the trainer, e.g.
+            ``{"model": net, "optimizer": opt, "lr_scheduler": sched}``.
+        resume: load the newest ``checkpoint_epoch=<N>.pt`` before training, if there is one.
+        save_interval: epochs between checkpoints.
+        final_filename: file of the weights-and-state at the end of training.
+        map_location: ``torch.load``'s ``map_location`` when resuming (e.g. the device).
+    """
+
+    def __init__(
+        self,
+        ckpt_dir: str | os.PathLike[str],
+        objects: Mapping[str, Any],
+        resume: bool = True,
+        save_interval: int = 1,
+        final_filename: str = "model_final.pt",
+        map_location: Any = None,
+    ) -> None:
+        if "trainer" in objects:
+            raise ValueError("objects must not hold 'trainer': the engine the handler is attached to is added.")
+        if save_interval < 1:
+            raise ValueError(f"save_interval must be >= 1 epoch, got {save_interval!r}.")
+        self.ckpt_dir = Path(ckpt_dir)
+        self.objects = dict(objects)
+        self.resume = resume
+        self.save_interval = save_interval
+        self.final_filename = final_filename
+        self.map_location = map_location
+        self.resumed_from: Path | None = None
+
+    def attach(self, engine: Engine) -> None:
+        to_save = {**self.objects, "trainer": engine}
+        if self.resume and (path := latest_checkpoint(self.ckpt_dir)) is not None:
+            logger.info("resuming training from %s", path)
+            self.resumed_from = path
+            CheckpointLoader(load_path=str(path), load_dict=to_save, map_location=self.map_location).attach(engine)
+        if idist.get_rank() == 0:
+            CheckpointSaver(
+                save_dir=str(self.ckpt_dir),
+                save_dict=to_save,
+                save_interval=self.save_interval,
+                n_saved=1,
+                save_final=True,
+                final_filename=self.final_filename,
+            ).attach(engine)

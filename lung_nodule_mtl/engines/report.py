@@ -1,0 +1,284 @@
+"""What the bundle's ``evaluating`` and ``inferring`` runs write: per-nodule tables and a summary.
+
+* :class:`NoduleEvaluationWriter` (evaluation): for every nodule Dice, IoU and HD95 of the mask
+  (on the resampled crop, mm), the malignancy probability against the LIDC label, the score, the
+  attributes; at the end ``metrics.json`` (means ± std; malignancy AUC / accuracy / sensitivity /
+  specificity on benign vs malignant with indeterminates reported apart and the diameter-only
+  baseline beside; attribute accuracy) and ``per_nodule.csv``.
+* :class:`SplitPredictiond` + MONAI's ``Invertd`` + :class:`NodulePredictionWriter` (inference):
+  the mask probability put back on the original image grid, thresholded and written as NIfTI per
+  nodule, and ``predictions.csv`` / ``predictions.json`` with the malignancy probability, score and
+  attributes per nodule.
+
+Every file is written atomically (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.data import MetaTensor, decollate_batch
+from monai.transforms import MapTransform
+
+from lung_nodule_mtl import __version__
+from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, IGNORE_INDEX, Keys, OutputKeys, malignancy_label_from_score
+from lung_nodule_mtl.engines.metrics import mask_probability
+from lung_nodule_mtl.metrics import attribute_accuracy, malignancy_report, segmentation_scores
+from lung_nodule_mtl.utils.io import atomic_write, atomic_write_json, atomic_write_nifti
+
+__all__ = ["NoduleEvaluationWriter", "NodulePredictionWriter", "SplitPredictiond", "head_predictions"]
+
+
+def _scalar(value: Any) -> float | None:
+    """A Python float from a 0-d/1-element tensor or number; ``None`` for missing (IGNORE_INDEX, NaN, None)."""
+    if value is None:
+        return None
+    v = float(torch.as_tensor(value).reshape(-1)[0])
+    return None if (math.isnan(v) or v == IGNORE_INDEX) else v
+
+
+def head_predictions(pred: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """One nodule's head outputs in readable units.
+
+    Args:
+        pred: one sample's network outputs (no batch dimension): malignancy logit ``(1,)``,
+            score ``(1,)``, attribute logits ``(n_classes,)``.
+
+    Returns:
+        ``malignancy_prob`` in ``[0, 1]``, ``malignancy_score`` on 1-5, and each attribute as its
+        LIDC rating (1-based argmax); only the heads the network has.
+    """
+    out: dict[str, Any] = {}
+    if OutputKeys.MALIGNANCY in pred:
+        out["malignancy_prob"] = float(torch.sigmoid(pred[OutputKeys.MALIGNANCY].float()).reshape(-1)[0])
+    if OutputKeys.MALIGNANCY_SCORE in pred:
+        out["malignancy_score"] = float(pred[OutputKeys.MALIGNANCY_SCORE].float().reshape(-1)[0])
+    for name in ATTRIBUTE_CLASSES:
+        if name in pred:
+            out[name] = int(torch.argmax(pred[name].float().reshape(-1))) + 1
+    return out
+
+
+def _batch_values(batch: Any, key: str, n: int) -> list[Any]:
+    """Per-sample values of ``key`` from a collated batch dict or a decollated list of dicts (``None`` if absent)."""
+    if isinstance(batch, Mapping):
+        values = batch.get(key)
+        return list(values) if isinstance(values, Sequence | torch.Tensor) and len(values) == n else [None] * n
+    if isinstance(batch, Sequence) and len(batch) == n:
+        return [item.get(key) if isinstance(item, Mapping) else None for item in batch]
+    return [None] * n
+
+
+def _to_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(path) as f:
+        f.write(buffer.getvalue())
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    return {
+        "mean": float(finite.mean()) if finite.size else math.nan,
+        "std": float(finite.std()) if finite.size else math.nan,
+        "n": int(finite.size),
+    }
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf → ``None`` so the JSON is standard (``null``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+class NoduleEvaluationWriter:
+    """Collect per-nodule scores during an evaluator run and write ``metrics.json`` + ``per_nodule.csv``.
+
+    Attach to a MONAI ``SupervisedEvaluator`` whose batches carry ``case_id`` and whose targets come
+    from :class:`~lung_nodule_mtl.engines.prepare_batch.MultiTaskPrepareBatch` (``decollate=False``
+    or ``True`` both work).
+
+    Args:
+        output_dir: folder for the two files (created if needed).
+        spacing_mm: voxel size of the crops in mm (the transform chain's ``spacing_mm``), for HD95.
+        threshold: probability above which a voxel is nodule and a nodule is called malignant.
+    """
+
+    def __init__(self, output_dir: str | Path, spacing_mm: Sequence[float] | float, threshold: float = 0.5) -> None:
+        self.output_dir = Path(output_dir)
+        spacing = [float(spacing_mm)] * 3 if isinstance(spacing_mm, int | float) else [float(s) for s in spacing_mm]
+        if len(spacing) != 3 or not all(s > 0 for s in spacing):
+            raise ValueError(f"spacing_mm must be one or 3 positive voxel sizes in mm, got {spacing_mm!r}.")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
+        self.spacing_mm = spacing
+        self.threshold = threshold
+        self.rows: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def _reset(self, engine: Engine) -> None:
+        self.rows = []
+
+    def _collect(self, engine: Engine) -> None:
+        output = engine.state.output
+        samples = output if isinstance(output, list) else decollate_batch(output)
+        case_ids = _batch_values(engine.state.batch, Keys.CASE_ID, len(samples))
+        patient_ids = _batch_values(engine.state.batch, Keys.PATIENT_ID, len(samples))
+        for i, sample in enumerate(samples):
+            pred, target = sample["pred"], sample["label"]
+            row: dict[str, Any] = {"case_id": case_ids[i], "patient_id": patient_ids[i]}
+            if OutputKeys.MASK in pred and Keys.LABEL in target:
+                mask = mask_probability(pred[OutputKeys.MASK][None].float())[0] > self.threshold
+                row.update(segmentation_scores(mask, target[Keys.LABEL], spacing=self.spacing_mm))
+            row["diameter_mm"] = _scalar(target.get(Keys.DIAMETER))
+            heads = head_predictions(pred)
+            score = _scalar(target.get(Keys.MALIGNANCY_SCORE))
+            label = _scalar(target.get(Keys.MALIGNANCY))
+            # the rating tells indeterminate (3) apart from missing, which the encoded label cannot
+            row["malignancy"] = malignancy_label_from_score(score) if score is not None else label
+            row["malignancy_score"] = score
+            for key, value in heads.items():
+                row[f"pred_{key}"] = value
+            for name in ATTRIBUTE_CLASSES:
+                value = _scalar(target.get(name))
+                row[name] = None if value is None else int(value) + 1  # 0-based class → LIDC rating
+            self.rows.append(row)
+
+    def summary(self) -> dict[str, Any]:
+        """The aggregated scores of the nodules collected so far."""
+        rows = self.rows
+        out: dict[str, Any] = {"n_nodules": len(rows), "model_version": __version__}
+        if rows and "dice" in rows[0]:
+            out["segmentation"] = {k: _mean_std([r.get(k) for r in rows]) for k in ("dice", "iou", "hd95")}
+        if rows and "pred_malignancy_prob" in rows[0]:
+            out["malignancy"] = malignancy_report(
+                [r["pred_malignancy_prob"] for r in rows],
+                [None if r["malignancy"] is None else int(r["malignancy"]) for r in rows],
+                [r["diameter_mm"] for r in rows],
+                threshold=self.threshold,
+            )
+        scored = [(r["pred_malignancy_score"], r["malignancy_score"]) for r in rows if "pred_malignancy_score" in r]
+        scored = [(p, t) for p, t in scored if t is not None]
+        if scored:
+            out["malignancy_score_mae"] = float(np.mean([abs(p - t) for p, t in scored]))
+        predicted = {n: [r.get(f"pred_{n}") for r in rows] for n in ATTRIBUTE_CLASSES if f"pred_{n}" in rows[0]}
+        if predicted:
+            out["attributes"] = attribute_accuracy(predicted, {n: [r[n] for r in rows] for n in predicted})
+        return out
+
+    def _write(self, engine: Engine) -> None:
+        atomic_write_json(_json_safe(self.summary()), self.output_dir / "metrics.json")
+        _to_csv(self.rows, self.output_dir / "per_nodule.csv")
+
+
+class SplitPredictiond(MapTransform):
+    """Post-processing: replace the multi-task prediction dict by the mask probability and head values.
+
+    After it, ``data[pred_key]`` is the foreground probability ``(1, H, W, D)`` (a ``MetaTensor``
+    carrying the image's meta, so MONAI's ``Invertd`` can put it back on the original grid) and
+    ``data[heads_key]`` the readable head outputs of :func:`head_predictions`.
+
+    Args:
+        keys: the prediction key (``"pred"``).
+        heads_key: where to put the head outputs.
+        image_key: key of the input image whose meta the mask inherits.
+    """
+
+    def __init__(
+        self,
+        keys: Hashable | Sequence[Hashable] = "pred",
+        heads_key: str = "pred_heads",
+        image_key: str = Keys.IMAGE,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.heads_key = heads_key
+        self.image_key = image_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            if not isinstance(pred, Mapping):
+                raise TypeError(f"{key!r} must be the network's dict of outputs, got {type(pred).__name__}.")
+            d[self.heads_key] = head_predictions(pred)
+            if OutputKeys.MASK in pred:
+                prob = mask_probability(pred[OutputKeys.MASK][None].float())[0]
+                image = d.get(self.image_key)
+                if isinstance(image, MetaTensor):
+                    prob = MetaTensor(prob, affine=image.affine, meta=dict(image.meta))
+                d[key] = prob
+        return d
+
+
+class NodulePredictionWriter:
+    """Write each nodule's mask (on the input image's grid) and the table of head predictions.
+
+    Attach to an evaluator whose post-processing is ``SplitPredictiond`` → ``Invertd`` →
+    thresholding: for each decollated sample ``<case_id>_mask.nii.gz`` is written (uint8, the
+    original image's affine) and, at the end, ``predictions.csv`` and ``predictions.json``.
+
+    Args:
+        output_dir: folder for the outputs.
+        pred_key: key of the mask after inversion; ``heads_key``: key of the head values.
+    """
+
+    def __init__(self, output_dir: str | Path, pred_key: str = "pred", heads_key: str = "pred_heads") -> None:
+        self.output_dir = Path(output_dir)
+        self.pred_key = pred_key
+        self.heads_key = heads_key
+        self.rows: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def _collect(self, engine: Engine) -> None:
+        output = engine.state.output
+        samples = output if isinstance(output, list) else decollate_batch(output)
+        ids = {key: _batch_values(engine.state.batch, key, len(samples)) for key in (Keys.PATIENT_ID, Keys.NODULE_ID)}
+        case_ids = _batch_values(engine.state.batch, Keys.CASE_ID, len(samples))
+        for i, sample in enumerate(samples):
+            case_id = str(case_ids[i]) if case_ids[i] is not None else f"case_{len(self.rows):05d}"
+            row: dict[str, Any] = {"case_id": case_id}
+            for key, values in ids.items():
+                if values[i] is not None:
+                    row[str(key)] = str(values[i])
+            mask = sample.get(self.pred_key)
+            if isinstance(mask, torch.Tensor):
+                affine = mask.affine.cpu().numpy() if isinstance(mask, MetaTensor) else np.eye(4)
+                path = self.output_dir / f"{case_id}_mask.nii.gz"
+                array = (mask.detach().cpu().numpy()[0] > 0.5).astype(np.uint8)
+                atomic_write_nifti(array, affine, path, dtype=np.uint8)
+                row["mask"] = path.name
+                row["mask_voxels"] = int(array.sum())
+            row.update(sample.get(self.heads_key, {}))
+            row["model_version"] = __version__
+            self.rows.append(row)
+
+    def _write(self, engine: Engine) -> None:
+        _to_csv(self.rows, self.output_dir / "predictions.csv")
+        atomic_write_json(_json_safe({"nodules": self.rows}), self.output_dir / "predictions.json")

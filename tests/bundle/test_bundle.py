@@ -1,0 +1,193 @@
+"""The MONAI Bundle end to end: training, evaluating, inferring, resume and 2-process DDP, on synthetic data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundle" / "configs"
+TRAIN = str(CONFIGS / "train.yaml")
+META = str(CONFIGS / "metadata.json")
+LOGGING = str(CONFIGS / "logging.conf")
+
+# A tiny, fast variant: 32³ crops at 2 mm, 4 base filters, 1 epoch, no worker processes.
+TINY = {
+    "patch_size": [32, 32, 32],
+    "spacing_mm": [2.0, 2.0, 2.0],
+    "network_def#init_filters": 4,
+    "batch_size": 2,
+    "val_batch_size": 2,
+    "num_workers": 0,
+    "epochs": 1,
+}
+
+
+def _cli_overrides(overrides: dict) -> list[str]:
+    return [arg for k, v in overrides.items() for arg in (f"--{k}", json.dumps(v) if isinstance(v, list) else str(v))]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lung_nodule_mtl.data.synthetic import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    synthesize_dataset(out, cases=6, seed=0, mode="crops", n_folds=2, test_fraction=0.2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
+    """A bundle root after one epoch of ``training``."""
+    from monai.bundle import run
+
+    root = tmp_path_factory.mktemp("bundle_root")
+    run("training", config_file=TRAIN, meta_file=META, bundle_root=str(root), dataset_dir=str(dataset), **TINY)
+    return root
+
+
+def test_training(trained: Path) -> None:
+    models = trained / "models"
+    assert (models / "model.pt").is_file()  # best key metric
+    assert (models / "model_final.pt").is_file()
+    assert (models / "checkpoint_epoch=1.pt").is_file()
+    state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("encoder") for k in state)  # a plain state dict of the network
+    assert list((trained / "eval").glob("events.out.tfevents.*"))  # TensorBoard logs
+
+
+def test_evaluating(trained: Path, dataset: Path) -> None:
+    from monai.bundle import run
+
+    out = trained / "evaluation"
+    run(
+        "evaluating",
+        config_file=[TRAIN, str(CONFIGS / "evaluate.yaml")],
+        meta_file=META,
+        bundle_root=str(trained),
+        dataset_dir=str(dataset),
+        output_dir=str(out),
+        **TINY,
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    validation = json.loads((dataset / "datalist.json").read_text())["validation"]
+    assert metrics["n_nodules"] == len(validation)
+    assert 0.0 <= metrics["segmentation"]["dice"]["mean"] <= 1.0
+    assert {"auc", "accuracy", "sensitivity", "specificity", "indeterminate", "diameter_baseline_auc"} <= set(
+        metrics["malignancy"]
+    )
+    assert set(metrics["attributes"]) == {
+        "subtlety",
+        "internal_structure",
+        "calcification",
+        "sphericity",
+        "margin",
+        "lobulation",
+        "spiculation",
+        "texture",
+    }
+    rows = list(csv.DictReader(open(out / "per_nodule.csv")))
+    assert sorted(r["case_id"] for r in rows) == sorted(i["case_id"] for i in validation)
+
+
+def test_inferring(trained: Path, dataset: Path) -> None:
+    from monai.bundle import run
+
+    out = trained / "predictions"
+    run(
+        "inferring",
+        config_file=str(CONFIGS / "inference.yaml"),
+        meta_file=META,
+        bundle_root=str(trained),
+        dataset_dir=str(dataset),
+        output_dir=str(out),
+        patch_size=TINY["patch_size"],
+        spacing_mm=TINY["spacing_mm"],
+        num_workers=0,
+        **{"network_def#init_filters": 4},
+    )
+    test_items = json.loads((dataset / "datalist.json").read_text())["test"]
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert sorted(r["case_id"] for r in rows) == sorted(i["case_id"] for i in test_items)
+    for item in test_items:
+        image = nib.load(dataset / item["image"])
+        mask = nib.load(out / f"{item['case_id']}_mask.nii.gz")
+        assert mask.shape == image.shape  # back on the original grid ...
+        np.testing.assert_allclose(mask.affine, image.affine, atol=1e-4)  # ... with its affine
+        assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+    row = rows[0]
+    assert 0.0 <= float(row["malignancy_prob"]) <= 1.0 and 1.0 <= float(row["malignancy_score"]) <= 5.0
+    assert 1 <= int(row["calcification"]) <= 6
+    assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporary files
+
+
+@pytest.mark.slow
+def test_resume_after_kill(tmp_path: Path, dataset: Path) -> None:
+    """Kill training after its first epoch's checkpoint, run it again: it continues from epoch 1."""
+    root = tmp_path / "root"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN, "--meta_file", META]
+    cmd += ["--logging_file", LOGGING, "--bundle_root", str(root), "--dataset_dir", str(dataset)]
+    cmd += _cli_overrides({**TINY, "epochs": 3})
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = root / "models" / "checkpoint_epoch=1.pt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "training never wrote its first checkpoint"
+    assert not (root / "models" / "checkpoint_epoch=3.pt").exists()
+
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    log = result.stdout + result.stderr
+    assert "resuming training from" in log and "checkpoint_epoch=" in log
+    assert "Epoch[1]" not in log.replace("Epoch[1] Metrics", "")  # epoch 1 was not trained again
+    assert (root / "models" / "checkpoint_epoch=3.pt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_gloo_two_ranks(tmp_path: Path, dataset: Path) -> None:
+    """torchrun, 2 CPU processes, gloo: the ranks see different samples and end with identical weights."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    probe_config = tmp_path / "probe.yaml"
+    shutil.copy(Path(__file__).with_name("ddp_probe.yaml"), probe_config)
+    configs = json.dumps([TRAIN, str(CONFIGS / "multi_gpu_train.yaml"), str(probe_config)])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    cmd += ["-m", "monai.bundle", "run", "training", "--config_file", configs, "--meta_file", META]
+    cmd += ["--bundle_root", str(tmp_path / "root"), "--dataset_dir", str(dataset), "--probe_dir", str(probe)]
+    cmd += _cli_overrides({**TINY, "epochs": 2, "cache_rate": 0.0})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    # one line per iteration: at every step the two ranks trained on different nodules, and together on all
+    steps = [[set(line.split()) for line in (probe / f"seen_{r}.txt").read_text().splitlines()] for r in (0, 1)]
+    assert len(steps[0]) == len(steps[1]) >= 2
+    training = {i["case_id"] for i in json.loads((dataset / "datalist.json").read_text())["training"]}
+    for a, b in zip(*steps, strict=True):
+        assert a and b and not a & b
+    per_epoch = len(steps[0]) // 2
+    assert set().union(*steps[0][:per_epoch], *steps[1][:per_epoch]) == training
+    w0 = torch.load(probe / "weights_0.pt", weights_only=True)
+    w1 = torch.load(probe / "weights_1.pt", weights_only=True)
+    assert w0.keys() == w1.keys()
+    for k in w0:
+        torch.testing.assert_close(w0[k], w1[k], msg=f"{k} differs between ranks")
+    initial = torch.load(probe / "initial_0.pt", weights_only=True)
+    assert any(not torch.equal(initial[k], w0[k]) for k in w0)  # and training did change them
+    checkpoints = sorted(p.name for p in (tmp_path / "root" / "models").glob("checkpoint_epoch=*.pt"))
+    assert checkpoints == ["checkpoint_epoch=2.pt"]  # written once, by rank 0
