@@ -5,6 +5,7 @@ everything the command line can do is importable too::
 
     lung-nodule-mtl synth --out data/synthetic --cases 24 --seed 0 --mode crops
     lung-nodule-mtl prepare-vois --vois ../shared/data/lidc_vois --out data/lidc_vois --folds 5
+    lung-nodule-mtl export-bundle --out dist/lung_nodule_ct_mtl_v0.1.0.zip
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ def _cmd_prepare_vois(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_bundle(args: argparse.Namespace) -> int:
+    from lung_nodule_mtl.zoo.export import export_bundle
+
+    path = export_bundle(args.out, bundle_dir=args.bundle, ckpt=args.ckpt, overwrite=args.overwrite)
+    print(f"Self-contained MONAI bundle written to {path}")
+    print(f"  check it: python -m lung_nodule_mtl.zoo.checks {path} --schema meta_schema_20240725.json")
+    return 0
+
+
 def _add_split_args(p: argparse.ArgumentParser, test_fraction: float) -> None:
     p.add_argument("--folds", type=int, default=5, help="patient-level cross-validation folds (default: 5)")
     p.add_argument(
@@ -110,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fold", type=int, default=0, help="fold used as the 'validation' list (default: 0)")
     _add_split_args(p, test_fraction=0.0)
     p.set_defaults(func=_cmd_prepare_vois)
+
+    p = sub.add_parser(
+        "export-bundle",
+        help="export the MONAI bundle as a self-contained folder or .zip for the Model Zoo",
+        description="Copy the bundle (configs, docs, LICENSE, models) with the package in scripts/ and configs "
+        "rewritten to use it, so it runs without this repository. Written atomically.",
+    )
+    p.add_argument("--out", required=True, help="output folder, or a path ending in .zip for an archive")
+    p.add_argument("--bundle", default=None, help="bundle folder to export (default: bundle/ of this source checkout)")
+    p.add_argument("--ckpt", default=None, help="weights to ship as models/model.pt (default: the bundle's own)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    p.set_defaults(func=_cmd_export_bundle)
     return parser
 
 
