@@ -7,13 +7,9 @@ bundle config needs only ``$import lung_nodule_mtl`` to use ``$lung_nodule_mtl.d
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
-try:
-    __version__ = version("lung_nodule_mtl")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+from lung_nodule_mtl._version import __version__
 
 _SUBMODULES = frozenset(
     {"cli", "constants", "data", "engines", "inference", "losses", "metrics", "networks", "transforms", "utils"}

@@ -34,6 +34,7 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from lung_nodule_mtl.data.synthetic import synthesize_dataset
 
+    options = {"scan_shape": tuple(args.scan_shape)} if args.scan_shape else {}
     summary = synthesize_dataset(
         args.out,
         cases=args.cases,
@@ -41,6 +42,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         mode=args.mode,
         n_folds=args.folds,
         test_fraction=args.test_fraction,
+        overwrite=args.overwrite,
+        **options,
     )
     _print_summary(f"Synthetic chest CT ({args.mode}) written to {args.out}", summary)
     return 0
@@ -105,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("crops", "scans"),
         default="crops",
         help="'crops': nodule-centred volumes; 'scans': whole chest volumes with several nodules (default: crops)",
+    )
+    p.add_argument(
+        "--scan-shape",
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="voxels of a whole scan in scans mode (default 256 256 160; 512 512 N gives clinical 0.6-0.75 mm pixels)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an output folder that holds other files (a previous synth output is always refreshed)",
     )
     _add_split_args(p, test_fraction=0.2)
     p.set_defaults(func=_cmd_synth)

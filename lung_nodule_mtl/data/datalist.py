@@ -162,19 +162,19 @@ def build_datalist(
     Returns:
         The datalist dictionary, ready for :func:`write_datalist`.
     """
-    items = [dict(item) for item in items]
-    for i, item in enumerate(items):
+    items_: list[dict[str, Any]] = [dict(item) for item in items]
+    for i, item in enumerate(items_):
         validate_item(item, where=f"item {i} ({item.get(Keys.CASE_ID, item.get(Keys.IMAGE))})")
     if not 0 <= val_fold < n_folds:
         raise ValueError(f"val_fold must be in 0..{n_folds - 1}, got {val_fold}.")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
-    patients = sorted({str(item[Keys.PATIENT_ID]) for item in items})
+    patients = sorted({str(item[Keys.PATIENT_ID]) for item in items_})
     rng = random.Random(seed)
     n_test = round(test_fraction * len(patients))
     test_patients = set(rng.sample(patients, n_test)) if n_test else set()
-    test = [item for item in items if str(item[Keys.PATIENT_ID]) in test_patients]
-    rest = [item for item in items if str(item[Keys.PATIENT_ID]) not in test_patients]
+    test = [item for item in items_ if str(item[Keys.PATIENT_ID]) in test_patients]
+    rest = [item for item in items_ if str(item[Keys.PATIENT_ID]) not in test_patients]
     for item, fold in zip(rest, patient_folds(rest, n_folds, seed=seed), strict=True):
         item[Keys.FOLD] = fold
     datalist: dict[str, Any] = {

@@ -137,6 +137,8 @@ def voi_item(row: dict[str, str], vois_dir: Path, where: str) -> dict[str, Any]:
             raise FileNotFoundError(f"{where}: file not found: {str(f)!r}.")
     img_header = nib.load(image)
     mask_img = nib.load(mask)
+    if not isinstance(img_header, nib.Nifti1Image) or not isinstance(mask_img, nib.Nifti1Image):
+        raise ValueError(f"{where}: {name} must be NIfTI-1 image and mask files.")
     if img_header.shape != mask_img.shape or not np.allclose(img_header.affine, mask_img.affine, atol=1e-3):
         raise ValueError(
             f"{where}: mask {str(mask)!r} is not on its image's grid "

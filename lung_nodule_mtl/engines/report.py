@@ -89,7 +89,7 @@ def _to_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
         f.write(buffer.getvalue())
 
 
-def _mean_std(values: Sequence[float]) -> dict[str, float]:
+def _mean_std(values: Sequence[float | None]) -> dict[str, float]:
     finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     return {
         "mean": float(finite.mean()) if finite.size else math.nan,

@@ -1,0 +1,3 @@
+"""The package version, in one place (read by pyproject.toml and by exported bundles' copies of the code)."""
+
+__version__ = "0.1.0"
