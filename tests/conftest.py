@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _seed() -> None:
     np.random.seed(0)  # noqa: NPY002 - seeds code that uses the legacy global generator (MONAI transforms)
     torch.manual_seed(0)
+
+
+SINGLE_THREAD_DIRS = ("networks", "losses")
+"""Test folders run on one intra-op thread: on a shared 2-core machine two OpenMP threads competing with other
+jobs run 5-10x slower than one (spin-waiting), while the tiny networks there gain little from a second thread."""
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    if Path(str(request.node.path)).parent.name not in SINGLE_THREAD_DIRS:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
