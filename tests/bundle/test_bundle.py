@@ -207,3 +207,19 @@ def test_inference_matches_training_config() -> None:
             assert key in parser.config, key
     assert {"training", "run", "train", "validate", "val_interval", "epochs"} <= set(train.config)
     assert {"inferring", "run", "inferer", "preprocessing", "postprocessing"} <= set(infer.config)
+
+
+def test_training_is_deterministic(tmp_path: Path, dataset: Path) -> None:
+    """The same seed on CPU gives the same weights, a different seed different ones."""
+    from monai.bundle import run
+
+    def train(name: str, seed: int) -> dict[str, torch.Tensor]:
+        root = tmp_path / name
+        run("training", config_file=TRAIN, meta_file=META, bundle_root=str(root), dataset_dir=str(dataset),
+            seed=seed, **TINY)  # fmt: skip
+        return torch.load(root / "models" / "model_final.pt", map_location="cpu", weights_only=True)["model"]
+
+    a, b, c = train("a", 0), train("b", 0), train("c", 1)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
