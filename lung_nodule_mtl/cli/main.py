@@ -34,7 +34,7 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from lung_nodule_mtl.data.synthetic import synthesize_dataset
 
-    options = {"scan_shape": tuple(args.scan_shape)} if args.scan_shape else {}
+    options: dict[str, Any] = {"scan_shape": tuple(args.scan_shape)} if args.scan_shape else {}
     summary = synthesize_dataset(
         args.out,
         cases=args.cases,

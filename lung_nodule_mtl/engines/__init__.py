@@ -1,6 +1,11 @@
 """Pieces that plug the multi-task model into MONAI's Ignite engines (used by the bundle configs)."""
 
-from lung_nodule_mtl.engines.checkpoint import TrainingCheckpoint, latest_checkpoint
+from lung_nodule_mtl.engines.checkpoint import (
+    AtomicCheckpointSaver,
+    AtomicDiskSaver,
+    TrainingCheckpoint,
+    latest_checkpoint,
+)
 from lung_nodule_mtl.engines.loss import TotalLoss
 from lung_nodule_mtl.engines.metrics import MultiTaskValidationMetric, mask_probability, multitask_output
 from lung_nodule_mtl.engines.prepare_batch import DEFAULT_TARGET_KEYS, MultiTaskPrepareBatch
@@ -13,6 +18,8 @@ from lung_nodule_mtl.engines.report import (
 
 __all__ = [
     "DEFAULT_TARGET_KEYS",
+    "AtomicCheckpointSaver",
+    "AtomicDiskSaver",
     "MultiTaskPrepareBatch",
     "MultiTaskValidationMetric",
     "NoduleEvaluationWriter",

@@ -11,6 +11,9 @@ reference), then
   (every rank), so the epoch counter, weights, optimiser and scheduler continue from it.
 
 MONAI's loader uses ``torch.load(..., weights_only=True)``: a checkpoint cannot run code when loaded.
+
+Every checkpoint is written atomically by :class:`AtomicCheckpointSaver` (MONAI's ``CheckpointSaver``
+writes in place, so a run killed mid-save leaves a truncated file that the next resume cannot read).
 """
 
 from __future__ import annotations
@@ -23,10 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
+import torch
 from ignite.engine import Engine
+from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["CHECKPOINT_PATTERN", "TrainingCheckpoint", "latest_checkpoint"]
+from lung_nodule_mtl.utils.io import atomic_path
+
+__all__ = ["CHECKPOINT_PATTERN", "AtomicCheckpointSaver", "AtomicDiskSaver", "TrainingCheckpoint", "latest_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,46 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike[str]) -> Path | None:
         return None
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.search(p.name))]
     return max(found)[1] if found else None
+
+
+class AtomicDiskSaver(BaseSaveHandler):
+    """Ignite save handler writing each checkpoint to a temporary file, then renaming it (rank 0 only).
+
+    Args:
+        dirname: folder of the checkpoints (created if needed).
+        filename: fixed file name that replaces the one Ignite proposes (as MONAI's saver does for
+            ``model.pt`` / ``model_final.pt``), or ``None`` to keep Ignite's.
+    """
+
+    def __init__(self, dirname: str | os.PathLike[str], filename: str | None = None) -> None:
+        self.dirname = Path(dirname)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if idist.get_rank() != 0:
+            return
+        with atomic_path(self.dirname / (self.filename or filename)) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def remove(self, filename: str) -> None:
+        if idist.get_rank() == 0:
+            (self.dirname / (self.filename or filename)).unlink(missing_ok=True)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's :class:`~monai.handlers.CheckpointSaver` (same arguments) with atomic writes.
+
+    The save handlers MONAI creates (which write in place) are replaced by :class:`AtomicDiskSaver`
+    with the same folder and fixed file name; everything else (file names, key-metric selection,
+    unwrapping of DDP models) is MONAI's.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                old = checkpoint.save_handler
+                checkpoint.save_handler = AtomicDiskSaver(old.dirname, getattr(old, "filename", None))  # type: ignore[assignment]
 
 
 class TrainingCheckpoint:
@@ -84,7 +131,7 @@ class TrainingCheckpoint:
             self.resumed_from = path
             CheckpointLoader(load_path=str(path), load_dict=to_save, map_location=self.map_location).attach(engine)
         if idist.get_rank() == 0:
-            CheckpointSaver(
+            AtomicCheckpointSaver(
                 save_dir=str(self.ckpt_dir),
                 save_dict=to_save,
                 save_interval=self.save_interval,

@@ -145,3 +145,23 @@ def test_evaluation_writer(tmp_path: Path) -> None:
     assert rows[0]["malignancy"] == "-1" and rows[0]["texture"] == "5" and rows[1]["texture"] == ""
     with pytest.raises(ValueError, match="spacing_mm"):
         NoduleEvaluationWriter(tmp_path, spacing_mm=(1.0, 0.0, 1.0))
+
+
+def test_atomic_checkpoint_saver(tmp_path: Path) -> None:
+    """Checkpoints appear whole (temporary file, then rename) and keep MONAI's fixed names."""
+    from lung_nodule_mtl.engines import AtomicCheckpointSaver, AtomicDiskSaver
+
+    net = torch.nn.Linear(2, 1)
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, n_saved=1, save_final=True
+    )
+    handlers = [saver._final_checkpoint, saver._interval_checkpoint]
+    assert all(isinstance(c.save_handler, AtomicDiskSaver) for c in handlers)
+    engine = Engine(lambda e, b: None)
+    saver.attach(engine)
+    engine.run([0, 1], max_epochs=2)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["model_epoch=2.pt", "model_final_iteration=4.pt"]  # epoch 1 removed (n_saved=1)
+    state = torch.load(tmp_path / "model_epoch=2.pt", weights_only=True)
+    torch.testing.assert_close(state["weight"], net.weight)
+    assert (tmp_path / "model_epoch=2.pt").stat().st_mode & 0o044  # readable by others, unlike mkstemp's 0600
