@@ -72,7 +72,7 @@ def test_io_matches_network_heads() -> None:
     fmt = META["network_data_format"]
     image = fmt["inputs"]["image"]
     assert image["num_channels"] == len(DEFAULT_WINDOWS) == len(image["channel_def"])
-    assert image["spatial_shape"] == [64, 64, 64] and image["value_range"] == [0, 1]
+    assert image["spatial_shape"] == [48, 48, 48] and image["value_range"] == [0, 1]
     outputs = fmt["outputs"]
     expected = {"pred": 1, str(Keys.MALIGNANCY): 1, str(Keys.MALIGNANCY_SCORE): 1}
     expected |= {str(k): n for k, n in ATTRIBUTE_CLASSES.items()}
