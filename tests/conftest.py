@@ -51,3 +51,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (set LUNG_NODULE_MTL_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny built-in synthetic data set (6 patients, crops, 2 folds, test split), made once per session.
+
+    Read-only for the tests that share it (bundle runs write into their own ``bundle_root``).
+    """
+    from lung_nodule_mtl.data.synthetic import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    synthesize_dataset(out, cases=6, seed=0, mode="crops", n_folds=2, test_fraction=0.2)
+    return out

@@ -40,15 +40,6 @@ def _cli_overrides(overrides: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lung_nodule_mtl.data.synthetic import synthesize_dataset
-
-    out = tmp_path_factory.mktemp("synthetic")
-    synthesize_dataset(out, cases=6, seed=0, mode="crops", n_folds=2, test_fraction=0.2)
-    return out
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
     """A bundle root after one epoch of ``training``."""
     from monai.bundle import run

@@ -30,18 +30,15 @@ TINY = {
 
 
 @pytest.mark.slow
-def test_training_tracks_to_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_tracks_to_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: Path) -> None:
     mlflow = pytest.importorskip("mlflow")  # imported here, while PYTEST_CURRENT_TEST keeps its telemetry off
     from monai.bundle import run
     from monai.utils import path_to_sqlite_uri
 
-    from lung_nodule_mtl.data.synthetic import synthesize_dataset
-
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # it would take priority over the bundle's URI
     monkeypatch.chdir(tmp_path)  # MLflow must write nothing to the working folder
-    dataset, root = tmp_path / "synthetic", tmp_path / "root"
-    synthesize_dataset(dataset, cases=6, seed=0, mode="crops", n_folds=2, test_fraction=0.2)
+    root = tmp_path / "root"
     run(
         "training",
         config_file=str(CONFIGS / "train.yaml"),
@@ -55,7 +52,7 @@ def test_training_tracks_to_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     eval_dir = root / "eval"  # train.yaml's output_dir
     assert list(eval_dir.glob("events.out.tfevents.*"))  # TensorBoard still
     assert (eval_dir / "mlruns.db").is_file() and (eval_dir / "mlruns").is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["root", "synthetic"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
 
     client = mlflow.MlflowClient(tracking_uri=path_to_sqlite_uri(str(eval_dir / "mlruns.db")))
     experiment = client.get_experiment_by_name("monai_experiment")

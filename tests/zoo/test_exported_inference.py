@@ -81,15 +81,6 @@ def _run_hidden(kind: str, target: str, args: list[str], cwd: Path) -> tuple[sub
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lung_nodule_mtl.data.synthetic import synthesize_dataset
-
-    out = tmp_path_factory.mktemp("synthetic")
-    synthesize_dataset(out, cases=6, seed=0, mode="crops", n_folds=2, test_fraction=0.2)
-    return out
-
-
-@pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
     """The bundle exported with the weights of one epoch of ``training`` on the synthetic set.
 
