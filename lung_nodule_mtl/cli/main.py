@@ -6,6 +6,7 @@ everything the command line can do is importable too::
     lung-nodule-mtl synth --out data/synthetic --cases 24 --seed 0 --mode crops
     lung-nodule-mtl prepare-vois --vois ../shared/data/lidc_vois --out data/lidc_vois --folds 5
     lung-nodule-mtl export-bundle --out dist/lung_nodule_ct_mtl_v0.1.0.zip
+    lung-nodule-mtl predict -i scans/ -o predictions/ [--nodules annotations.csv] [--qc]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lung_nodule_mtl import __version__
+from lung_nodule_mtl.cli.froc import register as register_froc
 
 __all__ = ["build_parser", "main"]
 
@@ -72,6 +74,36 @@ def _cmd_export_bundle(args: argparse.Namespace) -> int:
     print(f"Self-contained MONAI bundle written to {path}")
     print(f"  check it: python -m lung_nodule_mtl.zoo.checks {path} --schema meta_schema_20240725.json")
     return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from lung_nodule_mtl.inference import load_scan_predictor, predict_batch
+
+    overrides: dict[str, Any] = {"device_name": args.device, "use_lung_mask": not args.no_lung_mask, "qc": args.qc}
+    for key, value in (
+        ("ckpt_file", args.checkpoint),
+        ("sw_roi_size", args.roi_size),
+        ("sw_overlap", args.overlap),
+        ("sw_batch_size", args.sw_batch_size),
+        ("mask_threshold", args.threshold),
+        ("min_diameter_mm", args.min_diameter_mm),
+        ("max_nodules", args.max_nodules),
+    ):
+        if value is not None:
+            overrides[key] = value
+    predictor, _ = load_scan_predictor(args.bundle, overrides)
+    result = predict_batch(
+        args.input,
+        args.output,
+        predictor,
+        nodules_csv=args.nodules,
+        qc=args.qc,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    for case_id, reason in result.failed.items():
+        print(f"lung-nodule-mtl predict: error: {case_id}: {reason}", file=sys.stderr)
+    return 0 if result.ok else 1
 
 
 def _add_split_args(p: argparse.ArgumentParser, test_fraction: float) -> None:
@@ -147,6 +179,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", default=None, help="weights to ship as models/model.pt (default: the bundle's own)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     p.set_defaults(func=_cmd_export_bundle)
+
+    p = sub.add_parser(
+        "predict",
+        help="whole-scan inference: nodule label maps and a per-nodule malignancy report for a batch of CT scans",
+        description="Find, segment and characterise lung nodules in CT scans (NIfTI, MetaImage or DICOM series). "
+        "Per case: <case>_nodules.nii.gz on the input's grid, <case>.json; for the batch: summary.csv. Complete "
+        "cases are skipped on a re-run; a failing case is reported and the others go on (exit status 1).",
+    )
+    p.add_argument("-i", "--input", required=True, help="a NIfTI/MetaImage file, a DICOM series folder, or a folder")
+    p.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+    p.add_argument(
+        "--nodules",
+        default=None,
+        help="CSV of nodule centres to analyse instead of detecting them: LUNA16 annotations.csv "
+        "(seriesuid = case id, LPS mm) or a summary.csv of this command (RAS mm)",
+    )
+    p.add_argument("--bundle", default=None, help="bundle folder (default: $LUNG_NODULE_MTL_BUNDLE or bundle/)")
+    p.add_argument("--checkpoint", default=None, help="weights to use instead of the bundle's models/model.pt")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto (CUDA if any)")
+    p.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding window (default: patch)")
+    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: 0.25)")
+    p.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass (default: 4)")
+    p.add_argument("--threshold", type=float, default=None, help="mask probability threshold (default: 0.5)")
+    p.add_argument("--min-diameter-mm", type=float, default=None, help="smallest nodule reported (default: 3)")
+    p.add_argument("--max-nodules", type=int, default=None, help="most nodules per scan (default: 20)")
+    p.add_argument("--no-lung-mask", action="store_true", help="analyse the whole image, not only the lungs")
+    p.add_argument("--qc", action="store_true", help="also write qc/<case>_nodule<k>.png per nodule")
+    p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs are complete")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
+
+    register_froc(sub)
     return parser
 
 

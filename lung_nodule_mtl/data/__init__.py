@@ -10,11 +10,14 @@ from lung_nodule_mtl.data.datalist import (
     write_datalist,
 )
 from lung_nodule_mtl.data.default import resolve_datalist
+from lung_nodule_mtl.data.nodule_table import NoduleRecord, read_nodule_table
 
 __all__ = [
+    "NoduleRecord",
     "build_datalist",
     "load_datalist",
     "patient_folds",
+    "read_nodule_table",
     "read_splits",
     "resolve_datalist",
     "select_fold",

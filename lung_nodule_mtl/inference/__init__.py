@@ -1,1 +1,22 @@
-"""inference."""
+"""Whole-scan inference: read CT, find the lungs, sliding-window segmentation, per-nodule heads, reports."""
+
+from lung_nodule_mtl.inference.batch import BatchResult, case_outputs, predict_batch, write_summary
+from lung_nodule_mtl.inference.bundle import find_bundle, load_scan_predictor, model_info
+from lung_nodule_mtl.inference.lung import bounding_box, lung_mask
+from lung_nodule_mtl.inference.pipeline import NodulePrediction, ScanPrediction, ScanPredictor, resolve_device
+
+__all__ = [
+    "BatchResult",
+    "NodulePrediction",
+    "ScanPrediction",
+    "ScanPredictor",
+    "bounding_box",
+    "case_outputs",
+    "find_bundle",
+    "load_scan_predictor",
+    "lung_mask",
+    "model_info",
+    "predict_batch",
+    "resolve_device",
+    "write_summary",
+]

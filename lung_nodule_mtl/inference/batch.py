@@ -1,0 +1,323 @@
+"""Batch inference over a folder of scans: ``lung-nodule-mtl predict`` and the bundle's ``scan_inferring``.
+
+For every case found in the input (:func:`~lung_nodule_mtl.inference.io.find_cases`) the outputs are
+
+* ``<case>_nodules.nii.gz``: the nodule label map on exactly the input's grid and affine;
+* ``<case>.json``: the per-nodule report (centre in world mm and voxels, diameter, volume, detection
+  and malignancy probability, score, attributes), the settings and the model's provenance;
+* with ``qc=True``, ``qc/<case>_nodule<k>.png`` per nodule;
+
+and, for the batch, ``summary.csv`` (one row per nodule of every complete case of the input).
+
+A case's files are all written under temporary names and renamed only when all of them succeeded,
+the report last: a case whose ``<case>.json`` exists is complete. A re-run skips complete cases
+(``overwrite=True`` redoes them), so a batch killed half-way finishes on the next run with the same
+results as an uninterrupted run. A case that fails (bad input, a nodule centre outside the image, ...)
+is logged as one line naming the file and the reason, leaves no file, and the batch goes on; the
+result lists it and the command's exit status is non-zero. The input is only read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from lung_nodule_mtl import __version__
+from lung_nodule_mtl.inference.pipeline import ScanPrediction, ScanPredictor
+from lung_nodule_mtl.transforms.coordinates import world_to_voxel
+from lung_nodule_mtl.utils.io import atomic_path, atomic_write
+
+__all__ = [
+    "REPORT_VERSION",
+    "SUMMARY_COLUMNS",
+    "BatchResult",
+    "case_outputs",
+    "predict_batch",
+    "write_summary",
+]
+
+logger = logging.getLogger("lung_nodule_mtl.predict")
+
+REPORT_VERSION = 1
+"""Version of the ``<case>.json`` layout."""
+
+SUMMARY_FILE = "summary.csv"
+SUMMARY_COLUMNS = (
+    "case_id",
+    "nodule_id",
+    "center_x_mm",
+    "center_y_mm",
+    "center_z_mm",
+    "center_i",
+    "center_j",
+    "center_k",
+    "diameter_mm",
+    "volume_mm3",
+    "detection_probability",
+    "malignancy_probability",
+    "malignancy_score",
+)
+"""Leading columns of ``summary.csv`` (centre in RAS world mm, voxel indices of the input); the attributes follow,
+then ``source`` and ``model_version``."""
+
+DISCLAIMER = "Research use only; not a medical device. Not validated for clinical decisions."
+
+
+@dataclass
+class BatchResult:
+    """What :func:`predict_batch` did."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    """case id → the one-line reason."""
+    summary: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def case_outputs(output_dir: str | Path, case_id: str) -> dict[str, Path]:
+    """Paths of one case's outputs: ``labels`` (NIfTI) and ``report`` (JSON); QC figures go to ``qc/``."""
+    out = Path(output_dir)
+    return {"labels": out / f"{case_id}_nodules.nii.gz", "report": out / f"{case_id}.json", "qc": out / "qc"}
+
+
+def _is_complete(paths: Mapping[str, Path]) -> bool:
+    report = paths["report"]
+    if not (report.is_file() and paths["labels"].is_file()):
+        return False
+    try:
+        with report.open() as f:
+            return isinstance(json.load(f).get("nodules"), list)
+    except (OSError, ValueError):
+        return False
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def _report(case: Any, volume: Any, result: ScanPrediction, predictor: ScanPredictor, labels_name: str) -> dict:
+    return {
+        "report_version": REPORT_VERSION,
+        "case_id": case.case_id,
+        "input": str(case.path),
+        "input_kind": case.kind,
+        "input_shape": list(volume.shape),
+        "input_spacing_mm": [round(float(s), 6) for s in volume.spacing_mm],
+        "label_map": labels_name,
+        "coordinate_system": "world mm: RAS (NIfTI, MONAI) and LPS (DICOM, ITK, LUNA16); voxels: the input's (i, j, k)",
+        "n_nodules": len(result.nodules),
+        "nodules": [n.to_dict() for n in result.nodules],
+        "lung_volume_ml": result.lung_volume_ml,
+        "warnings": [*volume.warnings, *result.warnings],
+        "settings": predictor.settings(),
+        "model": {**predictor.model_info, "package_version": __version__},
+        "timings_s": result.timings_s,
+        "disclaimer": DISCLAIMER,
+    }
+
+
+def _centres_for(case_id: str, table: Mapping[str, Sequence[Any]] | None) -> list[list[float]] | None:
+    if table is None:
+        return None
+    return [list(map(float, r.center_ras_mm)) for r in table.get(case_id, [])]
+
+
+def _run_case(case: Any, predictor: ScanPredictor, output_dir: Path, centres: Any, qc: bool) -> ScanPrediction:
+    from lung_nodule_mtl.inference.io import load_ct, write_label_map
+    from lung_nodule_mtl.inference.qc import nodule_qc_image, write_nodule_qc
+
+    paths = case_outputs(output_dir, case.case_id)
+    volume = load_ct(case)
+    try:
+        result = predictor.predict(volume.image, centres)
+    except ValueError as e:  # a given centre outside the image: the case's input is wrong
+        from lung_nodule_mtl.inference.io import InputError
+
+        raise InputError(case.path, str(e)) from None
+    report = _report(case, volume, result, predictor, paths["labels"].name)
+    # every file under a temporary name first; the renames happen when the stack closes, the report last
+    with contextlib.ExitStack() as stack:
+        report_tmp = stack.enter_context(atomic_path(paths["report"]))
+        labels_tmp = stack.enter_context(atomic_path(paths["labels"]))
+        write_label_map(volume, result.labels, labels_tmp)
+        if qc and result.isotropic_image is not None and result.isotropic_labels is not None:
+            hu = np.asarray(result.isotropic_image[0])
+            iso_affine = np.asarray(result.isotropic_image.affine, dtype=np.float64)
+            figures = []
+            for n in result.nodules:
+                png = paths["qc"] / f"{case.case_id}_nodule{n.label}.png"
+                centre = world_to_voxel(iso_affine, np.asarray(n.center_world_mm_ras))
+                image = nodule_qc_image(hu, result.isotropic_labels, centre, n.label)
+                malignancy = "n/a" if n.malignancy_probability is None else f"{n.malignancy_probability:.2f}"
+                diameter = "n/a" if n.diameter_mm is None else f"{n.diameter_mm:.1f} mm"
+                title = f"{case.case_id} nodule {n.label}: {diameter}, malignancy {malignancy} (axial|coronal|sagittal)"
+                write_nodule_qc(stack.enter_context(atomic_path(png)), image, title)
+                figures.append(str(png.relative_to(output_dir)))
+            report["qc_figures"] = figures
+        with open(report_tmp, "w") as f:
+            json.dump(_json_safe(report), f, indent=2)
+            f.write("\n")
+    return result
+
+
+def _summary_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for n in report.get("nodules", []):
+        centre, vox = n["center_world_mm_ras"], n["center_voxel"]
+        row: dict[str, Any] = {
+            "case_id": report["case_id"],
+            "nodule_id": n["label"],
+            "center_x_mm": centre[0],
+            "center_y_mm": centre[1],
+            "center_z_mm": centre[2],
+            "center_i": vox[0],
+            "center_j": vox[1],
+            "center_k": vox[2],
+            "diameter_mm": n.get("diameter_mm"),
+            "volume_mm3": n.get("volume_mm3"),
+            "detection_probability": n.get("detection_probability"),
+            "malignancy_probability": n.get("malignancy_probability"),
+            "malignancy_score": n.get("malignancy_score"),
+        }
+        row.update(n.get("attributes", {}))
+        row["source"] = n.get("source")
+        row["model_version"] = report.get("model", {}).get("package_version")
+        rows.append(row)
+    return rows
+
+
+def write_summary(output_dir: str | Path, case_ids: Sequence[str]) -> Path:
+    """(Re)write ``summary.csv`` from the complete reports of ``case_ids`` in ``output_dir`` (sorted by case)."""
+    out = Path(output_dir)
+    rows: list[dict[str, Any]] = []
+    for case_id in sorted(case_ids):
+        paths = case_outputs(out, case_id)
+        if _is_complete(paths):
+            with paths["report"].open() as f:
+                rows += _summary_rows(json.load(f))
+    fields = list(SUMMARY_COLUMNS)
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = out / SUMMARY_FILE
+    with atomic_write(path) as f:
+        f.write(buffer.getvalue())
+    return path
+
+
+def predict_batch(
+    input_path: str | Path,
+    output_dir: str | Path,
+    predictor: ScanPredictor,
+    nodules_csv: str | Path | None = None,
+    qc: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    raise_on_failure: bool = False,
+) -> BatchResult:
+    """Run :class:`~lung_nodule_mtl.inference.pipeline.ScanPredictor` over every case of ``input_path``.
+
+    Args:
+        input_path: a NIfTI file, a MetaImage, a DICOM series folder, or a folder of those.
+        output_dir: created if missing; must not be the input folder.
+        predictor: the configured predictor (``keep_images=True`` is needed for ``qc``).
+        nodules_csv: nodule centres to analyse instead of detecting (LUNA16 ``annotations.csv`` columns, LPS, or
+            this project's ``summary.csv``, RAS); cases absent from it get an empty report.
+        qc: write a PNG per nodule.
+        overwrite: redo cases whose outputs are complete (default: skip them).
+        progress: show a progress bar over cases.
+        raise_on_failure: raise ``RuntimeError`` at the end if any case failed (for ``monai.bundle run``).
+
+    Returns:
+        A :class:`BatchResult`.
+
+    Raises:
+        FileNotFoundError: ``input_path`` does not exist.
+        ValueError: no case in the input, an unreadable ``nodules_csv``, or ``output_dir`` equal to the input folder.
+        RuntimeError: with ``raise_on_failure``, when a case failed (after all the others ran).
+    """
+    from lung_nodule_mtl.inference.io import InputError, find_cases
+
+    src = Path(input_path)
+    out = Path(output_dir)
+    if src.is_dir() and out.resolve() == src.resolve():
+        raise ValueError(f"{out}: the output folder must not be the input folder (outputs would become inputs).")
+    cases = [c for c in find_cases(src) if not Path(c.path).resolve().is_relative_to(out.resolve())]
+    if not cases:
+        raise ValueError(f"{src}: no CT scan found (NIfTI, MetaImage or DICOM series).")
+    table = None
+    if nodules_csv is not None:
+        from lung_nodule_mtl.data.nodule_table import read_nodule_table
+
+        table = read_nodule_table(nodules_csv)
+        unknown = sorted(set(table) - {c.case_id for c in cases})
+        if unknown:
+            logger.warning(
+                "%s: %d case(s) not in the input, ignored: %s", nodules_csv, len(unknown), ", ".join(unknown[:5])
+            )
+    if qc:
+        predictor.keep_images = True
+    out.mkdir(parents=True, exist_ok=True)
+
+    result = BatchResult()
+    bar = tqdm(cases, desc="predict", unit="case", disable=not progress)
+    for case in bar:
+        bar.set_postfix_str(case.case_id)
+        paths = case_outputs(out, case.case_id)
+        if not overwrite and _is_complete(paths):
+            logger.info("%s: outputs complete, skipped (use --overwrite to redo)", case.case_id)
+            result.skipped.append(case.case_id)
+            continue
+        start = time.perf_counter()
+        try:
+            prediction = _run_case(case, predictor, out, _centres_for(case.case_id, table), qc)
+        except InputError as e:
+            reason = str(e)
+        except (OSError, ValueError, RuntimeError, MemoryError) as e:  # unexpected, but the batch goes on
+            logger.debug("traceback", exc_info=True)
+            reason = f"{case.path}: {type(e).__name__}: {e}"
+        else:
+            seconds = time.perf_counter() - start
+            logger.info("%s: %d nodule(s) in %.1f s", case.case_id, len(prediction.nodules), seconds)
+            result.done.append(case.case_id)
+            continue
+        logger.error("%s: failed: %s", case.case_id, reason)
+        result.failed[case.case_id] = reason
+    result.summary = write_summary(out, [c.case_id for c in cases])
+    logger.info(
+        "%d case(s) done, %d skipped (complete), %d failed; summary: %s",
+        len(result.done),
+        len(result.skipped),
+        len(result.failed),
+        result.summary,
+    )
+    if raise_on_failure and result.failed:
+        raise RuntimeError(f"{len(result.failed)} case(s) failed: " + "; ".join(result.failed.values()))
+    return result

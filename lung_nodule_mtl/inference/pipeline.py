@@ -1,0 +1,443 @@
+"""Whole-scan inference: a CT volume in, a nodule label map on its own grid and per-nodule predictions out.
+
+:class:`ScanPredictor` runs, for one scan (a ``(1, H, W, D)`` ``MetaTensor`` in HU with its RAS affine):
+
+1. **Geometry**: MONAI ``Orientation`` (RAS) and ``Spacing`` to the isotropic voxel the network was
+   trained at (``spacing_mm``, bilinear), as the training transforms do.
+2. **Lung region**: :func:`~lung_nodule_mtl.inference.lung.lung_mask` (HU threshold + morphology); the
+   network only runs inside the mask's bounding box and detections outside the mask are dropped. No
+   lung found (a phantom, a crop): the whole image, with a warning.
+3. **Sliding window**: MONAI's :class:`~monai.inferers.SlidingWindowInferer` (Gaussian blending,
+   ``sw_roi_size`` / ``overlap`` / ``sw_batch_size``) over the windowed image, mask logits only
+   (:class:`~lung_nodule_mtl.networks.SlidingWindowAdapter` with ``heads="none"``); windows run on the
+   ``device`` (CUDA with AMP when available), stitching on the CPU to bound GPU memory.
+4. **Candidates**: sigmoid > ``threshold``, 26-connected components, those with an equivalent diameter
+   below ``min_diameter_mm`` dropped; each component's detection probability is its highest voxel
+   probability; at most ``max_nodules``, most probable first. Or, with given centres (``centres_ras``,
+   e.g. from a LUNA16 table), one nodule per centre: the network's mask on a crop centred there,
+   the component under (or within ``snap_mm`` of) the centre.
+5. **Heads**: one forward pass of the whole network on a ``patch_size`` crop centred on each nodule
+   (the regime the heads were trained in) → malignancy probability, 1-5 score and the attributes.
+6. **Back to the input grid**: the label map (one label per nodule, 1 = most probable) is resampled
+   to exactly the input's grid and affine with MONAI's ``ResampleToMatch`` (nearest neighbour).
+   Volumes and diameters are measured on the isotropic grid, before that resampling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import SlidingWindowInferer
+from monai.transforms import Orientation, ResampleToMatch, Spacing
+from numpy.typing import NDArray
+from scipy import ndimage
+from torch import nn
+
+from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
+from lung_nodule_mtl.engines.report import head_predictions
+from lung_nodule_mtl.inference.lung import bounding_box, lung_mask
+from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
+from lung_nodule_mtl.transforms.chains import DEFAULT_SPACING_MM, ORIENTATION
+from lung_nodule_mtl.transforms.coordinates import voxel_to_world, world_to_voxel
+from lung_nodule_mtl.transforms.crop import NoduleCentredCrop, nodule_roi
+from lung_nodule_mtl.transforms.window import LungWindow, WindowsLike
+
+__all__ = ["NodulePrediction", "ScanPrediction", "ScanPredictor", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+_STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → ``cuda:0`` when available, else ``cpu``; ``"cuda"`` without a GPU is an error.
+
+    Raises:
+        ValueError: for an unknown name or ``cuda`` requested on a machine without CUDA.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available here (use --device cpu or auto).")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}.")
+
+
+@dataclass
+class NodulePrediction:
+    """One nodule of a scan. Coordinates: world mm in RAS (NIfTI/MONAI) and LPS (DICOM/LUNA16), voxel indices
+    of the **input** image; sizes measured on the isotropic grid."""
+
+    label: int
+    center_world_mm_ras: list[float]
+    center_world_mm_lps: list[float]
+    center_voxel: list[int]
+    diameter_mm: float | None
+    volume_mm3: float
+    voxels_in_label_map: int
+    detection_probability: float | None
+    malignancy_probability: float | None
+    malignancy_score: float | None
+    attributes: dict[str, int]
+    source: str
+    """``"detected"`` (from the sliding window) or ``"given"`` (a centre passed in)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ScanPrediction:
+    """What :meth:`ScanPredictor.predict` returns for one scan."""
+
+    labels: NDArray[np.integer]
+    """``(H, W, D)`` label map on the input grid: 0 background, ``k`` the nodule with ``label == k``."""
+    affine: NDArray[np.float64]
+    """The input's voxel → RAS-mm affine (the label map's)."""
+    nodules: list[NodulePrediction]
+    lung_volume_ml: float | None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    isotropic_image: MetaTensor | None = None
+    """The resampled HU image ``(1, h, w, d)`` (for QC figures), when kept."""
+    isotropic_labels: NDArray[np.integer] | None = None
+    """The label map on the isotropic grid (for QC figures), when kept."""
+
+
+class ScanPredictor:
+    """Detect, segment and characterise lung nodules in whole CT scans with a multi-task network.
+
+    Args:
+        network: the multi-task network (e.g. :class:`~lung_nodule_mtl.networks.LNMSNet`); put in eval mode.
+        checkpoint: weights file (a state dict, or a dict holding one under ``"model"``), read with
+            ``torch.load(weights_only=True)``; ``None`` keeps the network's weights.
+        patch_size: crop size (voxels) the heads see, as in training.
+        spacing_mm: isotropic voxel size the network was trained at, mm.
+        windows: HU windows stacked as channels, as in training.
+        sw_roi_size: sliding-window size (voxels); default ``patch_size``.
+        sw_batch_size: windows per forward pass.
+        overlap: sliding-window overlap fraction in ``[0, 1)``.
+        blend_mode: MONAI blending, ``"gaussian"`` or ``"constant"``.
+        threshold: mask probability threshold.
+        min_diameter_mm: candidates with a smaller equivalent diameter are dropped (LIDC: nodules >= 3 mm).
+        max_diameter_mm: candidates with a larger equivalent diameter are dropped (``None``: no limit; nodules are
+            <= 30 mm by definition, larger lesions are masses).
+        max_nodules: most nodules reported per scan (most probable first).
+        use_lung_mask: restrict inference to the lungs (see :mod:`lung_nodule_mtl.inference.lung`).
+        snap_mm: with given centres, how far from the centre the mask component may start, mm.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        amp: mixed precision for the network; default: on with CUDA.
+        keep_images: keep the isotropic image and label map in the result (for QC figures).
+        model_info: provenance written with every report (bundle name and version, weights checksum).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        checkpoint: str | None = None,
+        patch_size: Sequence[int] = (48, 48, 48),
+        spacing_mm: Sequence[float] = DEFAULT_SPACING_MM,
+        windows: WindowsLike | None = None,
+        sw_roi_size: Sequence[int] | None = None,
+        sw_batch_size: int = 4,
+        overlap: float = 0.25,
+        blend_mode: str = "gaussian",
+        threshold: float = 0.5,
+        min_diameter_mm: float = 3.0,
+        max_diameter_mm: float | None = None,
+        max_nodules: int = 20,
+        use_lung_mask: bool = True,
+        snap_mm: float = 5.0,
+        device: str | torch.device = "auto",
+        amp: bool | None = None,
+        keep_images: bool = False,
+        model_info: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
+        if not 0.0 <= float(overlap) < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap!r}.")
+        if int(max_nodules) < 1 or int(sw_batch_size) < 1:
+            raise ValueError(f"max_nodules and sw_batch_size must be >= 1, got {max_nodules!r}, {sw_batch_size!r}.")
+        self.device = resolve_device(device)
+        self.amp = (self.device.type == "cuda") if amp is None else bool(amp)
+        self.network = network.to(self.device).eval()
+        if checkpoint is not None:
+            state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+            if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+                state = state["model"]
+            self.network.load_state_dict(state)
+        self.patch_size = tuple(int(s) for s in patch_size)
+        self.spacing_mm = tuple(float(s) for s in spacing_mm)
+        self.window = LungWindow(windows)
+        self.sw_roi_size = tuple(int(s) for s in (sw_roi_size or self.patch_size))
+        self.sw_batch_size = int(sw_batch_size)
+        self.overlap = float(overlap)
+        self.blend_mode = blend_mode
+        self.threshold = float(threshold)
+        self.min_diameter_mm = float(min_diameter_mm)
+        self.max_diameter_mm = None if max_diameter_mm is None else float(max_diameter_mm)
+        self.max_nodules = int(max_nodules)
+        self.use_lung_mask = bool(use_lung_mask)
+        self.snap_mm = float(snap_mm)
+        self.keep_images = bool(keep_images)
+        self.model_info = dict(model_info or {})
+        self.inferer = SlidingWindowInferer(
+            roi_size=self.sw_roi_size,
+            sw_batch_size=self.sw_batch_size,
+            overlap=self.overlap,
+            mode=blend_mode,
+            sw_device=self.device,
+            device=torch.device("cpu"),
+        )
+        self._orient = Orientation(axcodes=ORIENTATION, labels=_AXIS_LABELS)
+        self._spacing = Spacing(pixdim=self.spacing_mm, mode="bilinear", padding_mode="border")
+        self._crop = NoduleCentredCrop(self.patch_size, pad_value=0.0)  # windowed: 0 is air in every window
+
+    def settings(self) -> dict[str, Any]:
+        """The parameters that change the results (recorded in every report)."""
+        return {
+            "patch_size": list(self.patch_size),
+            "spacing_mm": list(self.spacing_mm),
+            "windows": {k: list(v) for k, v in self.window.windows.items()},
+            "sw_roi_size": list(self.sw_roi_size),
+            "sw_overlap": self.overlap,
+            "sw_blend_mode": self.blend_mode,
+            "threshold": self.threshold,
+            "min_diameter_mm": self.min_diameter_mm,
+            "max_diameter_mm": self.max_diameter_mm,
+            "max_nodules": self.max_nodules,
+            "lung_mask": self.use_lung_mask,
+        }
+
+    # -- steps -------------------------------------------------------------------------------------------------
+
+    def _autocast(self) -> Any:
+        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp)
+
+    def _isotropic(self, image: MetaTensor) -> MetaTensor:
+        out = self._spacing(self._orient(image))
+        if not isinstance(out, MetaTensor):  # pragma: no cover - MONAI keeps the meta by default
+            raise TypeError("expected a MetaTensor from Spacing")
+        return out
+
+    @torch.no_grad()
+    def _mask_probability(self, windowed: MetaTensor, box: tuple[slice, slice, slice]) -> torch.Tensor:
+        x = windowed.as_tensor()[:, box[0], box[1], box[2]].unsqueeze(0)
+        adapter = SlidingWindowAdapter(self.network, heads="none")
+        with self._autocast():
+            out = self.inferer(x, adapter)
+        logits = out[str(OutputKeys.MASK)] if isinstance(out, Mapping) else out
+        if hasattr(logits, "as_tensor"):
+            logits = logits.as_tensor()
+        return torch.sigmoid(logits[0, 0].float())
+
+    @torch.no_grad()
+    def _heads(self, windowed: MetaTensor, centres_ras: Sequence[Sequence[float]]) -> tuple[list[dict], torch.Tensor]:
+        """Head predictions and mask probabilities ``(N, h, w, d)`` of the crops centred on ``centres_ras``."""
+        if not centres_ras:
+            return [], torch.zeros((0, *self.patch_size))
+        crops = [self._crop(windowed, c).as_tensor() for c in centres_ras]
+        preds: list[dict] = []
+        masks: list[torch.Tensor] = []
+        for start in range(0, len(crops), self.sw_batch_size):
+            batch = torch.stack(crops[start : start + self.sw_batch_size]).to(self.device)
+            with self._autocast():
+                out = self.network(batch)
+            for i in range(batch.shape[0]):
+                preds.append(head_predictions({k: v[i] for k, v in out.items() if v.dim() == 2}))
+            masks.append(torch.sigmoid(out[str(OutputKeys.MASK)][:, 0].float()).cpu())
+        return preds, torch.cat(masks)
+
+    def _given_components(
+        self, windowed: MetaTensor, centres_ras: Sequence[Sequence[float]], crop_probs: torch.Tensor
+    ) -> tuple[NDArray[np.int32], list[float | None]]:
+        """Label map on the isotropic grid with the component at each given centre (label = its index + 1)."""
+        shape = tuple(int(s) for s in windowed.shape[1:])
+        labels = np.zeros(shape, dtype=np.int32)
+        scores: list[float | None] = []
+        spacing = np.asarray(self.spacing_mm)
+        half = np.asarray(self.patch_size) // 2
+        for k, centre in enumerate(centres_ras):
+            prob = crop_probs[k].numpy()
+            comp, n = ndimage.label(prob > self.threshold, structure=_STRUCTURE_26)
+            chosen = int(comp[tuple(half)]) if n else 0
+            if n and chosen == 0:  # nearest component within snap_mm of the centre
+                dist, idx = ndimage.distance_transform_edt(comp == 0, sampling=spacing, return_indices=True)
+                if dist[tuple(half)] <= self.snap_mm:
+                    chosen = int(comp[tuple(int(i[tuple(half)]) for i in idx)])
+            if chosen == 0:
+                scores.append(None)
+                continue
+            scores.append(float(prob[comp == chosen].max()))
+            start, end = nodule_roi(shape, windowed.affine, centre, self.patch_size)
+            src = tuple(slice(max(-s, 0), (e - s) - max(e - n, 0)) for s, e, n in zip(start, end, shape, strict=True))
+            dst = tuple(slice(max(s, 0), min(e, n)) for s, e, n in zip(start, end, shape, strict=True))
+            region = (comp[src] == chosen) & (labels[dst] == 0)  # a voxel already claimed stays with its nodule
+            labels[dst][region] = k + 1
+        return labels, scores
+
+    def _detect(
+        self, prob: NDArray[np.float32], voxel_mm3: float
+    ) -> tuple[NDArray[np.int32], list[float], list[NDArray[np.float64]]]:
+        """Connected components of ``prob > threshold`` → label map (1 = most probable), detection scores and
+        centres of mass (voxels of ``prob``)."""
+        comp, n = ndimage.label(prob > self.threshold, structure=_STRUCTURE_26)
+        objects = ndimage.find_objects(comp)
+        found: list[tuple[float, int, NDArray[np.float64]]] = []
+        for i, box in enumerate(objects):
+            if box is None:
+                continue
+            inside = comp[box] == i + 1
+            diameter = float(np.cbrt(6.0 * float(inside.sum()) * voxel_mm3 / math.pi))
+            if diameter < self.min_diameter_mm or (
+                self.max_diameter_mm is not None and diameter > self.max_diameter_mm
+            ):
+                continue
+            peak = float(prob[box][inside].max())
+            centre = np.asarray([s.start for s in box], dtype=np.float64) + np.argwhere(inside).mean(axis=0)
+            found.append((peak, i + 1, centre))
+        found.sort(key=lambda f: -f[0])  # stable: ties keep the scan order
+        found = found[: self.max_nodules]
+        lut = np.zeros(n + 1, dtype=np.int32)
+        for rank, (_, index, _) in enumerate(found):
+            lut[index] = rank + 1
+        return lut[comp], [f[0] for f in found], [f[2] for f in found]
+
+    # -- the whole scan ----------------------------------------------------------------------------------------
+
+    def predict(self, image: MetaTensor, centres_ras: Sequence[Sequence[float]] | None = None) -> ScanPrediction:
+        """Analyse one scan.
+
+        Args:
+            image: ``(1, H, W, D)`` CT in HU whose ``affine`` maps voxels to RAS mm (as MONAI's ``LoadImage``).
+            centres_ras: nodule centres (RAS mm) to analyse instead of detecting nodules; each must lie
+                inside the image.
+
+        Returns:
+            A :class:`ScanPrediction` on the input's grid.
+
+        Raises:
+            ValueError: a bad image shape, or a given centre outside the image.
+        """
+        if not isinstance(image, MetaTensor) or image.ndim != 4 or image.shape[0] != 1:
+            raise ValueError(
+                f"image must be a (1, H, W, D) MetaTensor in HU, got {type(image).__name__} "
+                f"{list(getattr(image, 'shape', []))}."
+            )
+        timings: dict[str, float] = {}
+        warnings: list[str] = []
+        in_shape = tuple(int(s) for s in image.shape[1:])
+        in_affine = np.asarray(image.affine, dtype=np.float64)
+        if centres_ras is not None:
+            for c in centres_ras:
+                vox = world_to_voxel(in_affine, np.asarray(c, dtype=np.float64))
+                if np.any(vox < -0.5) or np.any(vox > np.asarray(in_shape) - 0.5):
+                    raise ValueError(
+                        f"nodule centre {np.round(c, 2).tolist()} mm (RAS) is outside the image (voxel "
+                        f"{np.round(vox, 1).tolist()}, shape {list(in_shape)}); LPS tables need x, y negated."
+                    )
+
+        t = time.perf_counter()
+        iso = self._isotropic(image)
+        hu = iso[0].numpy()
+        timings["resample"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        lung = lung_mask(hu, self.spacing_mm) if self.use_lung_mask else None
+        if self.use_lung_mask and lung is None:
+            warnings.append("no lung found (no large region below -320 HU inside the body): whole image analysed")
+        box = bounding_box(lung) if lung is not None else None
+        if box is None:
+            box = (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
+        voxel_mm3 = float(np.prod(self.spacing_mm))
+        lung_ml = float(lung.sum()) * voxel_mm3 / 1000.0 if lung is not None else None
+        timings["lung_mask"] = time.perf_counter() - t
+
+        windowed = self.window(iso)
+        if centres_ras is None:
+            t = time.perf_counter()
+            prob = self._mask_probability(windowed, box).numpy()
+            if lung is not None:
+                prob *= lung[box]
+            timings["sliding_window"] = time.perf_counter() - t
+            t = time.perf_counter()
+            box_labels, scores, centres_box = self._detect(prob, voxel_mm3)
+            del prob
+            iso_labels = np.zeros(hu.shape, dtype=np.int32)
+            iso_labels[box] = box_labels
+            offset = np.asarray([s.start for s in box], dtype=np.float64)
+            centres = [voxel_to_world(np.asarray(iso.affine), c + offset).tolist() for c in centres_box]
+            timings["components"] = time.perf_counter() - t
+            t = time.perf_counter()
+            heads, _ = self._heads(windowed, centres)
+            timings["heads"] = time.perf_counter() - t
+            source = "detected"
+            detection: list[float | None] = list(scores)
+        else:
+            t = time.perf_counter()
+            centres = [list(map(float, c)) for c in centres_ras]
+            heads, crop_probs = self._heads(windowed, centres)
+            iso_labels, detection = self._given_components(windowed, centres, crop_probs)
+            timings["heads"] = time.perf_counter() - t
+            source = "given"
+            for k, s in enumerate(detection):
+                if s is None:
+                    warnings.append(f"nodule {k + 1}: no mask above threshold {self.threshold} near the given centre")
+
+        t = time.perf_counter()
+        label_iso = MetaTensor(torch.from_numpy(iso_labels[None].astype(np.float32)), affine=iso.affine)
+        back = ResampleToMatch(mode="nearest", padding_mode="zeros", dtype=torch.float32)(label_iso, img_dst=image)
+        labels = np.rint(np.asarray(back[0])).astype(np.uint16 if len(centres) >= 255 else np.uint8)
+        timings["restore_grid"] = time.perf_counter() - t
+
+        counts_iso = np.bincount(iso_labels.ravel(), minlength=len(centres) + 1)
+        counts_out = np.bincount(labels.ravel().astype(np.int64), minlength=len(centres) + 1)
+        nodules: list[NodulePrediction] = []
+        for k, centre in enumerate(centres):
+            volume = float(counts_iso[k + 1]) * voxel_mm3
+            vox = world_to_voxel(in_affine, np.asarray(centre))
+            head = heads[k] if k < len(heads) else {}
+            nodules.append(
+                NodulePrediction(
+                    label=k + 1,
+                    center_world_mm_ras=[round(float(v), 3) for v in centre],
+                    center_world_mm_lps=[round(float(v), 3) for v in ras_to_lps(centre)],
+                    center_voxel=[
+                        int(np.clip(np.floor(v + 0.5), 0, n - 1)) for v, n in zip(vox, in_shape, strict=True)
+                    ],
+                    diameter_mm=round(float(np.cbrt(6.0 * volume / math.pi)), 3) if volume > 0 else None,
+                    volume_mm3=round(volume, 3),
+                    voxels_in_label_map=int(counts_out[k + 1]),
+                    detection_probability=None if detection[k] is None else round(float(detection[k]), 6),
+                    malignancy_probability=head.get("malignancy_prob"),
+                    malignancy_score=head.get(str(OutputKeys.MALIGNANCY_SCORE)),
+                    attributes={name: int(head[name]) for name in ATTRIBUTE_CLASSES if name in head},
+                    source=source,
+                )
+            )
+        return ScanPrediction(
+            labels=labels,
+            affine=in_affine,
+            nodules=nodules,
+            lung_volume_ml=None if lung_ml is None else round(lung_ml, 1),
+            timings_s={k: round(v, 3) for k, v in timings.items()},
+            warnings=warnings,
+            isotropic_image=iso if self.keep_images else None,
+            isotropic_labels=iso_labels if self.keep_images else None,
+        )

@@ -1,0 +1,177 @@
+"""Whole-scan inference on an analytic phantom with a stand-in network whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, OutputKeys
+from lung_nodule_mtl.data.synthetic.phantom import PhantomNodule, chest_phantom
+from lung_nodule_mtl.inference import ScanPredictor, bounding_box, lung_mask, resolve_device
+from lung_nodule_mtl.transforms.coordinates import voxel_to_world
+
+
+class ThresholdNet(nn.Module):
+    """Mask logit positive above -410 HU (lung window), half-way between lung and soft tissue; the malignancy
+    logit grows with the foreground fraction of the input, so bigger nodules score higher (a known answer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return 40.0 * (x[:, :1] - 0.42)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        mask = self.segment(x)
+        fg = (mask > 0).float().mean(dim=(1, 2, 3, 4))
+        out = {str(OutputKeys.MASK): mask, str(OutputKeys.MALIGNANCY): (fg * 200.0 - 1.0)[:, None]}
+        out[str(OutputKeys.MALIGNANCY_SCORE)] = (1.0 + 4.0 * fg)[:, None]
+        for name, n in ATTRIBUTE_CLASSES.items():
+            out[name] = torch.nn.functional.one_hot(torch.full((x.shape[0],), n - 1), n).float()
+        return out
+
+
+def _image(image: np.ndarray, affine: np.ndarray) -> MetaTensor:
+    return MetaTensor(torch.from_numpy(image.astype(np.float32))[None], affine=torch.from_numpy(affine))
+
+
+def _predictor(**kwargs) -> ScanPredictor:
+    kwargs.setdefault("patch_size", (32, 32, 32))
+    kwargs.setdefault("max_diameter_mm", 40.0)  # the stand-in segments the chest wall within the lung margin too
+    kwargs.setdefault("device", "cpu")
+    return ScanPredictor(ThresholdNet(), **kwargs)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+NODULES = (PhantomNodule((-40.0, 10.0, 5.0), 12.0), PhantomNodule((35.0, -5.0, -20.0), 7.0))
+
+
+@pytest.fixture(scope="module")
+def phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return chest_phantom(shape=(150, 120, 48), spacing_mm=(0.9, 0.9, 2.5), nodules=NODULES, lps=True)
+
+
+def test_lung_mask_holds_the_lungs_and_nodules_not_the_air(phantom) -> None:
+    image, _, labels = phantom
+    mask = lung_mask(image, (0.9, 0.9, 2.5))
+    assert mask is not None and mask.shape == image.shape
+    lung = image == -850
+    assert mask[lung].mean() == 1.0
+    assert mask[labels > 0].all()  # nodules inside the lung are filled in
+    assert not mask[0, 0, :].any()  # outside air dropped
+    assert mask[image == 40].mean() < 0.2  # the body wall is mostly out (a margin only)
+    box = bounding_box(mask)
+    assert box is not None and box[0].start > 0 and box[0].stop < image.shape[0]
+
+
+def test_lung_mask_none_without_lungs() -> None:
+    block = np.full((40, 40, 20), 40, dtype=np.int16)
+    assert lung_mask(block, (1.0, 1.0, 1.0)) is None
+    with pytest.raises(ValueError, match="spacing"):
+        lung_mask(block, (1.0, 0.0, 1.0))
+
+
+def test_detects_nodules_on_the_input_grid(phantom) -> None:
+    image, affine, truth = phantom
+    result = _predictor().predict(_image(image, affine))
+    assert result.labels.shape == image.shape and np.allclose(result.affine, affine)
+    assert len(result.nodules) == 2 and result.warnings == []
+    by_size = sorted(result.nodules, key=lambda n: -n.volume_mm3)
+    for nodule, expected, value in zip(by_size, NODULES, (1, 2), strict=True):
+        assert np.linalg.norm(np.subtract(nodule.center_world_mm_ras, expected.center_ras_mm)) < 1.0
+        assert nodule.center_world_mm_lps == pytest.approx(
+            [-nodule.center_world_mm_ras[0], -nodule.center_world_mm_ras[1], nodule.center_world_mm_ras[2]]
+        )
+        centre_from_voxel = voxel_to_world(affine, np.asarray(nodule.center_voxel, dtype=float))
+        assert np.all(np.abs(centre_from_voxel - nodule.center_world_mm_ras) <= np.array([0.9, 0.9, 2.5]) / 2 + 1e-6)
+        volume = math.pi / 6.0 * expected.diameter_mm**3
+        assert nodule.volume_mm3 == pytest.approx(volume, rel=0.15)
+        assert nodule.diameter_mm == pytest.approx(expected.diameter_mm, rel=0.06)
+        assert _dice(result.labels == nodule.label, truth == value) > 0.8
+        assert nodule.voxels_in_label_map == int((result.labels == nodule.label).sum())
+        assert nodule.detection_probability > 0.99 and nodule.source == "detected"
+        assert nodule.attributes == {name: n for name, n in ATTRIBUTE_CLASSES.items()}
+    assert by_size[0].malignancy_probability > by_size[1].malignancy_probability  # the stand-in's known answer
+    assert result.lung_volume_ml is not None and 300 < result.lung_volume_ml < 800
+
+
+def test_min_diameter_and_max_nodules(phantom) -> None:
+    image, affine, _ = phantom
+    assert len(_predictor(min_diameter_mm=9.0).predict(_image(image, affine)).nodules) == 1
+    only = _predictor(max_nodules=1).predict(_image(image, affine)).nodules
+    assert len(only) == 1 and only[0].label == 1
+
+
+def test_lung_mask_restricts_the_sliding_window(phantom) -> None:
+    image, affine, _ = phantom
+    net_lung, net_all = ThresholdNet(), ThresholdNet()
+    with_mask = ScanPredictor(net_lung, patch_size=(32, 32, 32), device="cpu", sw_batch_size=1)
+    assert len(with_mask.predict(_image(image, affine)).nodules) >= 3  # two nodules + the chest wall in the margin
+    whole = ScanPredictor(net_all, patch_size=(32, 32, 32), device="cpu", sw_batch_size=1, use_lung_mask=False)
+    result = whole.predict(_image(image, affine))
+    assert net_lung.calls < net_all.calls  # fewer windows inside the lungs' box
+    assert len(result.nodules) >= 1  # without the mask the body itself is a (huge) candidate
+    assert max(n.volume_mm3 for n in result.nodules) > 10 * math.pi / 6.0 * 12.0**3
+
+
+def test_given_centres(phantom) -> None:
+    image, affine, truth = phantom
+    predictor = _predictor()
+    # the second centre is in lung parenchyma, more than snap_mm from any tissue: no mask there
+    result = predictor.predict(_image(image, affine), centres_ras=[NODULES[1].center_ras_mm, (-33.0, 0.0, 30.0)])
+    assert [n.source for n in result.nodules] == ["given", "given"]
+    first, second = result.nodules
+    assert first.center_world_mm_ras == pytest.approx(list(NODULES[1].center_ras_mm))
+    assert _dice(result.labels == 1, truth == 2) > 0.8
+    assert second.volume_mm3 == 0.0 and second.diameter_mm is None and second.detection_probability is None
+    assert any("nodule 2" in w for w in result.warnings)
+    with pytest.raises(ValueError, match="outside the image"):
+        predictor.predict(_image(image, affine), centres_ras=[(0.0, 0.0, 500.0)])
+
+
+def test_no_lung_analyses_the_whole_image() -> None:
+    image, affine, _ = chest_phantom(shape=(64, 48, 24), spacing_mm=(2.0, 2.0, 1.0), nodules=())
+    image[:] = -1000
+    image[20:28, 20:28, 8:16] = 40
+    result = _predictor(patch_size=(16, 16, 16)).predict(_image(image, affine))
+    assert any("no lung found" in w for w in result.warnings) and result.lung_volume_ml is None
+    assert len(result.nodules) == 1 and result.nodules[0].volume_mm3 == pytest.approx(16 * 16 * 8, rel=0.2)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        _predictor(threshold=1.5)
+    with pytest.raises(ValueError, match="overlap"):
+        _predictor(overlap=1.0)
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match=r"\(1, H, W, D\)"):
+        _predictor().predict(MetaTensor(torch.zeros(2, 8, 8, 8)))
+
+
+def test_checkpoint_loaded_with_weights_only(tmp_path) -> None:
+    from lung_nodule_mtl.networks import LNMSNet
+
+    net = LNMSNet(spatial_dims=3, in_channels=3, out_channels=1, init_filters=4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5)
+    torch.save({"model": net.state_dict()}, tmp_path / "model.pt")
+    fresh = LNMSNet(spatial_dims=3, in_channels=3, out_channels=1, init_filters=4)
+    predictor = ScanPredictor(fresh, str(tmp_path / "model.pt"), device="cpu")
+    for a, b in zip(predictor.network.state_dict().values(), net.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not predictor.network.training
