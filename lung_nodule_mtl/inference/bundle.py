@@ -72,6 +72,8 @@ def load_scan_predictor(
     """
     from monai.bundle import ConfigParser
 
+    from lung_nodule_mtl.inference.pipeline import resolve_device
+
     bundle = find_bundle(bundle_dir)
     configs = [bundle / "configs" / name for name in SCAN_CONFIGS]
     for path in configs:
@@ -86,4 +88,12 @@ def load_scan_predictor(
     ckpt = Path(str(parser.get_parsed_content("ckpt_file")))
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: weights file not found (pass --checkpoint or --bundle).")
-    return parser.get_parsed_content("scan_predictor"), parser
+    resolve_device(parser.get_parsed_content("device_name"))  # a clear error before building anything
+    try:
+        predictor = parser.get_parsed_content("scan_predictor")
+    except RuntimeError as e:  # MONAI wraps the component's own error: surface a bad value as itself
+        cause = e.__cause__
+        if isinstance(cause, ValueError | FileNotFoundError):
+            raise cause from None
+        raise
+    return predictor, parser

@@ -1,0 +1,82 @@
+"""Whole-scan inference with the bundle's weights: `lung-nodule-mtl predict` and `monai.bundle run scan_inferring`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from lung_nodule_mtl.cli.main import main
+from lung_nodule_mtl.data.synthetic.phantom import PhantomNodule, chest_phantom
+
+REPO = Path(__file__).resolve().parents[2]
+NODULE = PhantomNodule((-40.0, 10.0, 5.0), 10.0)
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("scans")
+    image, affine, _ = chest_phantom(nodules=(NODULE,))
+    nib.save(nib.Nifti1Image(image, affine), folder / "phantom.nii.gz")
+    return folder
+
+
+def _check_found(out: Path) -> dict:
+    report = json.loads((out / "phantom.json").read_text())
+    best = report["nodules"][0]  # the most probable detection is the phantom's nodule
+    assert np.linalg.norm(np.subtract(best["center_world_mm_ras"], NODULE.center_ras_mm)) < 3.0
+    assert best["diameter_mm"] == pytest.approx(NODULE.diameter_mm, rel=0.25)
+    assert 0.0 <= best["malignancy_probability"] <= 1.0
+    assert report["model"]["weights_sha256"] and report["model"]["bundle_version"]
+    return report
+
+
+def test_cli_predict_with_the_bundle_weights(scans: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert main(["predict", "-i", str(scans), "-o", str(out), "--no-progress", "--device", "cpu"]) == 0
+    _check_found(out)
+    labels = nib.load(out / "phantom_nodules.nii.gz")
+    assert labels.shape == nib.load(scans / "phantom.nii.gz").shape
+
+    bad = tmp_path / "with_bad"
+    bad.mkdir()
+    (bad / "phantom.nii.gz").symlink_to(scans / "phantom.nii.gz")
+    (bad / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    assert main(["predict", "-i", str(bad), "-o", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.nii.gz" in err and "phantom" not in err
+    assert not (out / "broken.json").exists()
+
+
+def test_cli_predict_usage_errors(scans: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    if not torch.cuda.is_available():
+        assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "o"), "--device", "cuda"]) == 1
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "o"), "--bundle", str(tmp_path)]) == 1
+    assert "no MONAI bundle" in capsys.readouterr().err
+    assert main(["predict", "-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 1
+    assert "missing" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bundle_scan_inferring(scans: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bundle_out"
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "scan_inferring",
+        "--config_file", "['bundle/configs/inference.yaml','bundle/configs/scan_inference.yaml']",
+        "--meta_file", "bundle/configs/metadata.json",
+        "--logging_file", "bundle/configs/logging.conf",
+        "--bundle_root", "bundle",
+        "--input_path", str(scans), "--output_dir", str(out), "--progress", "false", "--qc", "true",
+    ]  # fmt: skip
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = _check_found(out)
+    assert (out / report["qc_figures"][0]).is_file()
+    assert (out / "summary.csv").is_file()
