@@ -155,3 +155,29 @@ def test_zoo_checks_script(exported: Path, tmp_path: Path) -> None:
         assert statuses["metadata_schema"] == "PASS", report[-6000:]
     # the network checks imported the package from the bundle's scripts/, not from this repository
     assert package is not None and package.is_relative_to(exported / "scripts"), package
+
+
+@pytest.mark.slow
+def test_scan_inference_without_package(exported: Path, tmp_path: Path) -> None:
+    """Whole-scan inference (``scan_inferring``) of the exported bundle on a phantom scan, the package hidden."""
+    from lung_nodule_mtl.data.synthetic.phantom import chest_phantom
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    image, affine, _ = chest_phantom()
+    nib.save(nib.Nifti1Image(image, affine), scans / "phantom.nii.gz")
+    out = tmp_path / "scan_predictions"
+    configs = [str(exported / "configs" / name) for name in ("inference.yaml", "scan_inference.yaml")]
+    args = ["run", "scan_inferring", "--config_file", json.dumps(configs)]
+    args += ["--meta_file", str(exported / "configs" / "metadata.json"), "--bundle_root", str(exported)]
+    args += ["--input_path", str(scans), "--output_dir", str(out), "--progress", "false", *_cli(SMALL)]
+    proc, package = _run_hidden("-m", "monai.bundle", args, tmp_path / "cwd")
+
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    assert package is not None and package.is_relative_to(exported / "scripts"), package
+    report = json.loads((out / "phantom.json").read_text())
+    assert report["model"]["weights_sha256"] and report["settings"]["patch_size"] == SMALL["patch_size"]
+    labels = nib.load(out / "phantom_nodules.nii.gz")
+    assert labels.shape == image.shape
+    np.testing.assert_allclose(labels.affine, affine, atol=1e-4)
+    assert (out / "summary.csv").is_file()
