@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from torch import nn
 
-from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
+from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
 from lung_nodule_mtl.engines.report import head_predictions
 from lung_nodule_mtl.inference.lung import bounding_box, lung_mask
 from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
@@ -207,7 +207,7 @@ class ScanPredictor:
         )
         self._orient = Orientation(axcodes=ORIENTATION, labels=_AXIS_LABELS)
         self._spacing = Spacing(pixdim=self.spacing_mm, mode="bilinear", padding_mode="border")
-        self._crop = NoduleCentredCrop(self.patch_size, pad_value=0.0)  # windowed: 0 is air in every window
+        self._crop = NoduleCentredCrop(self.patch_size, pad_value=AIR_HU)
 
     def settings(self) -> dict[str, Any]:
         """The parameters that change the results (recorded in every report)."""
@@ -237,8 +237,9 @@ class ScanPredictor:
         return out
 
     @torch.no_grad()
-    def _mask_probability(self, windowed: MetaTensor, box: tuple[slice, slice, slice]) -> torch.Tensor:
-        x = windowed.as_tensor()[:, box[0], box[1], box[2]].unsqueeze(0)
+    def _mask_probability(self, iso: MetaTensor, box: tuple[slice, slice, slice]) -> torch.Tensor:
+        """Mask probability ``(h, w, d)`` over ``box`` of the isotropic HU image (windowed box only: less memory)."""
+        x = self.window(iso.as_tensor()[:, box[0], box[1], box[2]]).unsqueeze(0)
         adapter = SlidingWindowAdapter(self.network, heads="none")
         with self._autocast():
             out = self.inferer(x, adapter)
@@ -248,11 +249,11 @@ class ScanPredictor:
         return torch.sigmoid(logits[0, 0].float())
 
     @torch.no_grad()
-    def _heads(self, windowed: MetaTensor, centres_ras: Sequence[Sequence[float]]) -> tuple[list[dict], torch.Tensor]:
+    def _heads(self, iso: MetaTensor, centres_ras: Sequence[Sequence[float]]) -> tuple[list[dict], torch.Tensor]:
         """Head predictions and mask probabilities ``(N, h, w, d)`` of the crops centred on ``centres_ras``."""
         if not centres_ras:
             return [], torch.zeros((0, *self.patch_size))
-        crops = [self._crop(windowed, c).as_tensor() for c in centres_ras]
+        crops = [self.window(self._crop(iso, c).as_tensor()) for c in centres_ras]
         preds: list[dict] = []
         masks: list[torch.Tensor] = []
         for start in range(0, len(crops), self.sw_batch_size):
@@ -265,10 +266,10 @@ class ScanPredictor:
         return preds, torch.cat(masks)
 
     def _given_components(
-        self, windowed: MetaTensor, centres_ras: Sequence[Sequence[float]], crop_probs: torch.Tensor
+        self, iso: MetaTensor, centres_ras: Sequence[Sequence[float]], crop_probs: torch.Tensor
     ) -> tuple[NDArray[np.int32], list[float | None]]:
         """Label map on the isotropic grid with the component at each given centre (label = its index + 1)."""
-        shape = tuple(int(s) for s in windowed.shape[1:])
+        shape = tuple(int(s) for s in iso.shape[1:])
         labels = np.zeros(shape, dtype=np.int32)
         scores: list[float | None] = []
         spacing = np.asarray(self.spacing_mm)
@@ -285,7 +286,7 @@ class ScanPredictor:
                 scores.append(None)
                 continue
             scores.append(float(prob[comp == chosen].max()))
-            start, end = nodule_roi(shape, windowed.affine, centre, self.patch_size)
+            start, end = nodule_roi(shape, iso.affine, centre, self.patch_size)
             src = tuple(slice(max(-s, 0), (e - s) - max(e - n, 0)) for s, e, n in zip(start, end, shape, strict=True))
             dst = tuple(slice(max(s, 0), min(e, n)) for s, e, n in zip(start, end, shape, strict=True))
             region = (comp[src] == chosen) & (labels[dst] == 0)  # a voxel already claimed stays with its nodule
@@ -369,10 +370,9 @@ class ScanPredictor:
         lung_ml = float(lung.sum()) * voxel_mm3 / 1000.0 if lung is not None else None
         timings["lung_mask"] = time.perf_counter() - t
 
-        windowed = self.window(iso)
         if centres_ras is None:
             t = time.perf_counter()
-            prob = self._mask_probability(windowed, box).numpy()
+            prob = self._mask_probability(iso, box).numpy()
             if lung is not None:
                 prob *= lung[box]
             timings["sliding_window"] = time.perf_counter() - t
@@ -385,15 +385,15 @@ class ScanPredictor:
             centres = [voxel_to_world(np.asarray(iso.affine), c + offset).tolist() for c in centres_box]
             timings["components"] = time.perf_counter() - t
             t = time.perf_counter()
-            heads, _ = self._heads(windowed, centres)
+            heads, _ = self._heads(iso, centres)
             timings["heads"] = time.perf_counter() - t
             source = "detected"
             detection: list[float | None] = list(scores)
         else:
             t = time.perf_counter()
             centres = [list(map(float, c)) for c in centres_ras]
-            heads, crop_probs = self._heads(windowed, centres)
-            iso_labels, detection = self._given_components(windowed, centres, crop_probs)
+            heads, crop_probs = self._heads(iso, centres)
+            iso_labels, detection = self._given_components(iso, centres, crop_probs)
             timings["heads"] = time.perf_counter() - t
             source = "given"
             for k, s in enumerate(detection):
