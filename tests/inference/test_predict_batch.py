@@ -245,3 +245,33 @@ def test_gzip_truncation_is_what_we_think(tmp_path: Path) -> None:
     _bad_scans(tmp_path)
     with pytest.raises((EOFError, OSError)), gzip.open(tmp_path / "truncated.nii.gz") as f:
         f.read()
+
+
+def test_summary_feeds_the_nodule_table_and_froc(tmp_path: Path) -> None:
+    """predict's summary.csv is a nodule table (RAS) and a FROC submission against LUNA16-style (LPS) annotations."""
+    from lung_nodule_mtl.data.nodule_table import read_nodule_table
+    from lung_nodule_mtl.metrics.froc import evaluate_froc_files
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    _good_scans(src)
+    predict_batch(src, out, _predictor(), progress=False)
+    table = read_nodule_table(out / "summary.csv")
+    assert {k: len(v) for k, v in table.items()} == {"chest_a": 2, "chest_b": 1}
+    reports = {c: _report(out, c)["nodules"] for c in table}
+    for case_id, records in table.items():
+        for record, nodule in zip(records, reports[case_id], strict=True):
+            assert list(record.center_ras_mm) == pytest.approx(nodule["center_world_mm_ras"])
+            assert record.probability == pytest.approx(nodule["detection_probability"])
+
+    lines = ["seriesuid,coordX,coordY,coordZ,diameter_mm"]
+    truth = {"chest_a": NODULES, "chest_b": NODULES[1:]}
+    for case_id, nodules in truth.items():
+        lines += [
+            f"{case_id},{-n.center_ras_mm[0]},{-n.center_ras_mm[1]},{n.center_ras_mm[2]},{n.diameter_mm}"
+            for n in nodules
+        ]
+    annotations = tmp_path / "annotations.csv"
+    annotations.write_text("\n".join(lines) + "\n")
+    result = evaluate_froc_files(out, annotations, cases_from_predictions_dir=True)
+    assert result["n_scans"] == 2 and result["n_annotations"] == 3 and result["n_detected"] == 3
+    assert result["n_false_positives"] == 0 and result["cpm"] == pytest.approx(1.0)
