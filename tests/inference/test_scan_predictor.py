@@ -175,3 +175,14 @@ def test_checkpoint_loaded_with_weights_only(tmp_path) -> None:
     for a, b in zip(predictor.network.state_dict().values(), net.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert not predictor.network.training
+
+
+@pytest.mark.gpu
+def test_cuda_with_amp_matches_cpu(phantom) -> None:
+    image, affine, _ = phantom
+    cpu = _predictor().predict(_image(image, affine))
+    gpu_predictor = _predictor(device="cuda")
+    assert gpu_predictor.amp and gpu_predictor.device.type == "cuda"
+    gpu = gpu_predictor.predict(_image(image, affine))
+    assert len(gpu.nodules) == len(cpu.nodules)
+    assert _dice(gpu.labels > 0, cpu.labels > 0) > 0.98
