@@ -75,7 +75,7 @@ def test_bundle_scan_inferring(scans: Path, tmp_path: Path) -> None:
         "--bundle_root", "bundle",
         "--input_path", str(scans), "--output_dir", str(out), "--progress", "false", "--qc", "true",
     ]  # fmt: skip
-    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = _check_found(out)
     assert (out / report["qc_figures"][0]).is_file()

@@ -72,6 +72,8 @@ def _run_hidden(kind: str, target: str, args: list[str], cwd: Path) -> tuple[sub
         env=env,
         capture_output=True,
         text=True,
+        encoding="utf-8",  # tqdm's bars are UTF-8 whatever the locale
+        errors="replace",
         timeout=300,
         check=False,
     )

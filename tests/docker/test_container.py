@@ -1,0 +1,137 @@
+"""The inference container (docker/): build it with buildah, run its entry point on a synthetic scan.
+
+Runs ``docker/build.sh`` (a Debian bookworm base made once with debootstrap and reused, then the image with
+cached layers), then ``docker/build.sh run IN OUT``: the image's ENTRYPOINT and CMD (``lung-nodule-mtl
+predict -i /input -o /output``) with IN bind-mounted read-only at ``/input`` and OUT at ``/output``, without
+network, as ``docker run -v IN:/input:ro -v OUT:/output IMAGE`` would. Skipped where buildah is missing or
+unusable (not root, no container storage); CI (``.ci/run``) installs buildah and debootstrap.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SH = REPO_ROOT / "docker" / "build.sh"
+IMAGE_UID = 10001  # the image's user (docker/Dockerfile)
+BUILD_TIMEOUT_S = 1800  # first build: debootstrap (~1 min) + dependencies from PyPI (~3 min here)
+RUN_TIMEOUT_S = 900
+
+
+def _tail(text: str, lines: int = 60) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
+    """Every file under ``folder``: content hash, mode and mtime (ns)."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        st = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        out[str(path.relative_to(folder))] = (digest, st.st_mode, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """Build the image (reusing the base image and cached layers); its name."""
+    if shutil.which("buildah") is None:
+        pytest.skip("buildah is not installed (CI installs it: apt-get install buildah debootstrap)")
+    if os.geteuid() != 0:
+        pytest.skip("the container build needs root (rootful buildah and debootstrap)")
+    check = subprocess.run(
+        [str(BUILD_SH), "check"], capture_output=True, encoding="utf-8", errors="replace", timeout=120
+    )
+    if check.returncode != 0:
+        pytest.skip(f"buildah is not usable here: {check.stderr.strip() or check.stdout.strip()}")
+    build = subprocess.run(
+        [str(BUILD_SH), "build"], capture_output=True, encoding="utf-8", errors="replace", timeout=BUILD_TIMEOUT_S
+    )
+    assert build.returncode == 0, f"docker/build.sh failed:\n{_tail(build.stdout)}\n{_tail(build.stderr)}"
+    built = re.search(r"image (\S+) built in (\d+) s", build.stderr)
+    assert built, build.stderr
+    print(f"\n{built.group(0)}")  # shown with pytest -s: the build time (cached layers: seconds)
+    return built.group(1)
+
+
+@pytest.mark.slow
+def test_container_predicts_as_non_root_without_touching_input(image: str, tmp_path: Path) -> None:
+    from lung_nodule_mtl.data.synthetic import synthesize_dataset
+
+    # A small scan: 128 x 128 x 40 voxels, a 5 cm slab of the chest at 1.25 mm slices (its nodules are in it),
+    # so that whole-scan inference on CPU takes seconds.
+    synth = tmp_path / "synth"
+    options = {"scan_shape": (128, 128, 40), "slice_mm": (1.25, 1.25)}
+    synthesize_dataset(synth, cases=2, seed=0, mode="scans", n_folds=2, test_fraction=0.0, **options)
+    scan = sorted((synth / "images").glob("*.nii.gz"))[0]
+    case = scan.name.removesuffix(".nii.gz")
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    shutil.copy2(scan, input_dir / scan.name)
+    input_dir.chmod(0o755)  # readable by the image's user; its files are 0644
+    (input_dir / scan.name).chmod(0o644)
+    output_dir = tmp_path / "output"  # made by build.sh, owned by the image's user
+    before = _snapshot(input_dir)
+
+    # one intra-op thread: on a shared 2-core machine two OpenMP threads competing with other jobs run 5-10x
+    # slower (spin-waiting); measured here: 7 s instead of 64 s of sliding window (see tests/conftest.py)
+    env = {**os.environ, "IMAGE": image, "RUN_ENV": "OMP_NUM_THREADS=1"}
+    run = subprocess.run(
+        [str(BUILD_SH), "run", str(input_dir), str(output_dir)],
+        capture_output=True,
+        encoding="utf-8",  # the progress bars are UTF-8, whatever the locale of this process
+        errors="replace",
+        timeout=RUN_TIMEOUT_S,
+        env=env,
+    )
+    assert run.returncode == 0, f"the entry point failed:\n{_tail(run.stdout)}\n{_tail(run.stderr)}"
+
+    # the process ran as the image's non-root user: build.sh reports `id -u` in the container, and the
+    # outputs belong to that uid (chroot isolation, no user namespace: the uid is the host's)
+    uid = re.search(r"as uid (\d+)", run.stderr)
+    assert uid and int(uid.group(1)) == IMAGE_UID != 0, run.stderr
+    outputs = sorted(p for p in output_dir.rglob("*") if p.is_file())
+    assert outputs
+    assert {p.stat().st_uid for p in outputs} == {IMAGE_UID}
+
+    # /input was mounted read-only and nothing changed there
+    assert _snapshot(input_dir) == before
+
+    # <case>_nodules.nii.gz on the input's grid
+    labels_path = output_dir / f"{case}_nodules.nii.gz"
+    assert labels_path.is_file(), outputs
+    source, labels = nib.load(input_dir / scan.name), nib.load(labels_path)
+    assert labels.shape == source.shape
+    np.testing.assert_allclose(labels.affine, source.affine, atol=1e-4)
+    label_data = np.asarray(labels.dataobj)
+    assert np.issubdtype(label_data.dtype, np.integer)
+
+    # <case>.json
+    report = json.loads((output_dir / f"{case}.json").read_text())
+    assert report["case_id"] == case
+    nodules = report["nodules"]
+    assert isinstance(nodules, list)
+    if "n_nodules" in report:
+        assert report["n_nodules"] == len(nodules)
+    if "input_shape" in report:
+        assert list(report["input_shape"]) == list(source.shape)
+    assert label_data.min() >= 0 and label_data.max() <= len(nodules)
+    if nodules:
+        assert label_data.max() >= 1
+
+    # summary.csv: one row per nodule
+    with (output_dir / "summary.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(nodules)
+    assert all(row["case_id"] == case for row in rows)
