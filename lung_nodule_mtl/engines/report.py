@@ -32,7 +32,7 @@ from lung_nodule_mtl import __version__
 from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, IGNORE_INDEX, Keys, OutputKeys, malignancy_label_from_score
 from lung_nodule_mtl.engines.metrics import mask_probability
 from lung_nodule_mtl.metrics import attribute_accuracy, malignancy_report, segmentation_scores
-from lung_nodule_mtl.utils.io import atomic_write, atomic_write_json, atomic_write_nifti
+from lung_nodule_mtl.utils.io import atomic_write, atomic_write_json, atomic_write_nifti, json_safe
 
 __all__ = ["NoduleEvaluationWriter", "NodulePredictionWriter", "SplitPredictiond", "head_predictions"]
 
@@ -96,17 +96,6 @@ def _mean_std(values: Sequence[float | None]) -> dict[str, float]:
         "std": float(finite.std()) if finite.size else math.nan,
         "n": int(finite.size),
     }
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN/inf → ``None`` so the JSON is standard (``null``)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 class NoduleEvaluationWriter:
@@ -189,7 +178,7 @@ class NoduleEvaluationWriter:
         return out
 
     def _write(self, engine: Engine) -> None:
-        atomic_write_json(_json_safe(self.summary()), self.output_dir / "metrics.json")
+        atomic_write_json(json_safe(self.summary()), self.output_dir / "metrics.json")
         _to_csv(self.rows, self.output_dir / "per_nodule.csv")
 
 
@@ -281,4 +270,4 @@ class NodulePredictionWriter:
 
     def _write(self, engine: Engine) -> None:
         _to_csv(self.rows, self.output_dir / "predictions.csv")
-        atomic_write_json(_json_safe({"nodules": self.rows}), self.output_dir / "predictions.json")
+        atomic_write_json(json_safe({"nodules": self.rows}), self.output_dir / "predictions.json")

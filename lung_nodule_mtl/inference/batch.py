@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from tqdm import tqdm
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.inference.pipeline import ScanPrediction, ScanPredictor
 from lung_nodule_mtl.transforms.coordinates import world_to_voxel
-from lung_nodule_mtl.utils.io import atomic_path, atomic_write
+from lung_nodule_mtl.utils.io import atomic_path, atomic_write, json_safe
 
 __all__ = [
     "REPORT_VERSION",
@@ -107,18 +106,6 @@ def _is_complete(paths: Mapping[str, Path]) -> bool:
         return False
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
-
-
 def _report(case: Any, volume: Any, result: ScanPrediction, predictor: ScanPredictor, labels_name: str) -> dict:
     return {
         "report_version": REPORT_VERSION,
@@ -179,7 +166,7 @@ def _run_case(case: Any, predictor: ScanPredictor, output_dir: Path, centres: An
                 figures.append(str(png.relative_to(output_dir)))
             report["qc_figures"] = figures
         with open(report_tmp, "w") as f:
-            json.dump(_json_safe(report), f, indent=2)
+            json.dump(json_safe(report), f, indent=2)
             f.write("\n")
     return result
 

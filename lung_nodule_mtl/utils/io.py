@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import nibabel as nib
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_json", "atomic_write_nifti"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_json", "atomic_write_nifti", "json_safe"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -94,3 +95,16 @@ def atomic_write_nifti(
     with atomic_path(dest) as tmp:
         nib.save(img, tmp)
     return dest
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as ``None`` (standard JSON ``null``) and NumPy scalars as Python numbers."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj

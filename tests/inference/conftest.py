@@ -16,6 +16,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
+from torch import nn
+
+from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, OutputKeys
 
 AIR_HU = -1000
 TISSUE_HU = 40
@@ -195,3 +199,32 @@ def ct_dicom(tmp_path: Path, ct: np.ndarray) -> Path:
     folder = tmp_path / "series"
     _write_dicom_series(folder, ct)
     return folder
+
+
+class ThresholdNet(nn.Module):
+    """Stand-in multi-task network with a known answer: the mask logit is positive above -410 HU in the lung window
+    (half-way between lung and soft tissue); the malignancy logit grows with the foreground fraction of the input,
+    so bigger nodules score higher; every attribute predicts its highest rating. Counts its ``segment`` calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return 40.0 * (x[:, :1] - 0.42)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        mask = self.segment(x)
+        fg = (mask > 0).float().mean(dim=(1, 2, 3, 4))
+        out = {str(OutputKeys.MASK): mask, str(OutputKeys.MALIGNANCY): (fg * 200.0 - 1.0)[:, None]}
+        out[str(OutputKeys.MALIGNANCY_SCORE)] = (1.0 + 4.0 * fg)[:, None]
+        for name, n in ATTRIBUTE_CLASSES.items():
+            out[name] = torch.nn.functional.one_hot(torch.full((x.shape[0],), n - 1), n).float()
+        return out
+
+
+@pytest.fixture
+def threshold_net() -> type[ThresholdNet]:
+    """The :class:`ThresholdNet` class (call it for a fresh network)."""
+    return ThresholdNet

@@ -11,10 +11,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, OutputKeys
+from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES
 from lung_nodule_mtl.data.synthetic.phantom import PhantomNodule, chest_phantom
 from lung_nodule_mtl.inference import ScanPredictor, predict_batch
 from lung_nodule_mtl.inference.batch import SUMMARY_COLUMNS
@@ -22,24 +20,10 @@ from lung_nodule_mtl.inference.batch import SUMMARY_COLUMNS
 NODULES = (PhantomNodule((-40.0, 10.0, 5.0), 12.0), PhantomNodule((35.0, -5.0, -20.0), 7.0))
 
 
-class ThresholdNet(nn.Module):
-    """Stand-in network: mask logit positive above -410 HU (lung window); heads from the foreground fraction."""
-
-    def segment(self, x: torch.Tensor) -> torch.Tensor:
-        return 40.0 * (x[:, :1] - 0.42)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        mask = self.segment(x)
-        fg = (mask > 0).float().mean(dim=(1, 2, 3, 4))
-        out = {str(OutputKeys.MASK): mask, str(OutputKeys.MALIGNANCY): (fg * 200.0 - 1.0)[:, None]}
-        out[str(OutputKeys.MALIGNANCY_SCORE)] = (1.0 + 4.0 * fg)[:, None]
-        for name, n in ATTRIBUTE_CLASSES.items():
-            out[name] = torch.nn.functional.one_hot(torch.full((x.shape[0],), n - 1), n).float()
-        return out
-
-
-def _predictor() -> ScanPredictor:
-    return ScanPredictor(ThresholdNet(), patch_size=(32, 32, 32), device="cpu", max_diameter_mm=40.0)
+@pytest.fixture
+def make_predictor(threshold_net):
+    """A factory of ScanPredictor around the stand-in network (see conftest.ThresholdNet)."""
+    return lambda: ScanPredictor(threshold_net(), patch_size=(32, 32, 32), device="cpu", max_diameter_mm=40.0)
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
@@ -106,12 +90,12 @@ def _report(out: Path, case_id: str) -> dict:
     return json.loads((out / f"{case_id}.json").read_text())
 
 
-def test_batch_outputs_and_bad_inputs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_batch_outputs_and_bad_inputs(tmp_path: Path, caplog: pytest.LogCaptureFixture, make_predictor) -> None:
     src, out = tmp_path / "in", tmp_path / "out" / "nested"
     truths = _good_scans(src)
     _bad_scans(src)
     before = _digest(src)
-    result = predict_batch(src, out, _predictor(), progress=False)
+    result = predict_batch(src, out, make_predictor(), progress=False)
 
     assert sorted(result.done) == ["chest_a", "chest_b"] and not result.ok
     assert set(result.failed) == set(BAD_INPUTS)
@@ -143,10 +127,12 @@ def test_batch_outputs_and_bad_inputs(tmp_path: Path, caplog: pytest.LogCaptureF
     assert float(rows[0]["diameter_mm"]) == pytest.approx(12.0, rel=0.06)
 
 
-def test_rerun_skips_complete_cases_and_resumes_identically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rerun_skips_complete_cases_and_resumes_identically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_predictor
+) -> None:
     src = tmp_path / "in"
     _good_scans(src)
-    reference = predict_batch(src, tmp_path / "ref", _predictor(), progress=False)
+    reference = predict_batch(src, tmp_path / "ref", make_predictor(), progress=False)
     assert reference.ok
 
     out = tmp_path / "out"
@@ -161,11 +147,11 @@ def test_rerun_skips_complete_cases_and_resumes_identically(tmp_path: Path, monk
 
     monkeypatch.setattr(ScanPredictor, "predict", killed_on_second)
     with pytest.raises(KeyboardInterrupt):
-        predict_batch(src, out, _predictor(), progress=False)
+        predict_batch(src, out, make_predictor(), progress=False)
     monkeypatch.setattr(ScanPredictor, "predict", original)
     assert sorted(p.name for p in out.iterdir()) == ["chest_a.json", "chest_a_nodules.nii.gz"]  # no temp file left
 
-    resumed = predict_batch(src, out, _predictor(), progress=False)
+    resumed = predict_batch(src, out, make_predictor(), progress=False)
     assert resumed.skipped == ["chest_a"] and resumed.done == ["chest_b"]
     for case_id in ("chest_a", "chest_b"):
         a, b = _report(out, case_id), _report(tmp_path / "ref", case_id)
@@ -176,20 +162,20 @@ def test_rerun_skips_complete_cases_and_resumes_identically(tmp_path: Path, monk
         assert np.array_equal(la, lb)
     assert (out / "summary.csv").read_bytes() == (tmp_path / "ref" / "summary.csv").read_bytes()
 
-    again = predict_batch(src, out, _predictor(), progress=False, overwrite=True)
+    again = predict_batch(src, out, make_predictor(), progress=False, overwrite=True)
     assert sorted(again.done) == ["chest_a", "chest_b"] and not again.skipped
 
 
-def test_a_corrupt_report_is_redone(tmp_path: Path) -> None:
+def test_a_corrupt_report_is_redone(tmp_path: Path, make_predictor) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     _good_scans(src)
-    predict_batch(src, out, _predictor(), progress=False)
+    predict_batch(src, out, make_predictor(), progress=False)
     (out / "chest_b.json").write_text("{ half")
-    result = predict_batch(src, out, _predictor(), progress=False)
+    result = predict_batch(src, out, make_predictor(), progress=False)
     assert result.skipped == ["chest_a"] and result.done == ["chest_b"]
 
 
-def test_given_nodules_and_a_centre_outside_the_image(tmp_path: Path) -> None:
+def test_given_nodules_and_a_centre_outside_the_image(tmp_path: Path, make_predictor) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     truths = _good_scans(src)
     table = tmp_path / "annotations.csv"
@@ -200,7 +186,7 @@ def test_given_nodules_and_a_centre_outside_the_image(tmp_path: Path) -> None:
         "chest_b,0,0,900,8\n"  # outside chest_b
         "not_in_input,1,2,3,4\n"
     )
-    result = predict_batch(src, out, _predictor(), nodules_csv=table, progress=False)
+    result = predict_batch(src, out, make_predictor(), nodules_csv=table, progress=False)
     assert result.done == ["chest_a"] and "outside the image" in result.failed["chest_b"]
     assert "chest_b" in result.failed["chest_b"]
     assert not (out / "chest_b.json").exists() and not (out / "chest_b_nodules.nii.gz").exists()
@@ -212,13 +198,13 @@ def test_given_nodules_and_a_centre_outside_the_image(tmp_path: Path) -> None:
     assert 2 * inter / ((labels == 1).sum() + (truths["chest_a"] == 1).sum()) > 0.8
 
 
-def test_qc_figures(tmp_path: Path) -> None:
+def test_qc_figures(tmp_path: Path, make_predictor) -> None:
     from PIL import Image
 
     src, out = tmp_path / "in", tmp_path / "out"
     _good_scans(src)
     (src / "chest_b.nii").unlink()
-    predict_batch(src, out, _predictor(), qc=True, progress=False)
+    predict_batch(src, out, make_predictor(), qc=True, progress=False)
     report = _report(out, "chest_a")
     assert report["qc_figures"] == ["qc/chest_a_nodule1.png", "qc/chest_a_nodule2.png"]
     for name in report["qc_figures"]:
@@ -227,17 +213,17 @@ def test_qc_figures(tmp_path: Path) -> None:
         assert rgb.shape[1] > 2 * rgb.shape[0] and red.sum() > 20  # three panels, the outline drawn
 
 
-def test_refuses_output_in_input_and_empty_input(tmp_path: Path) -> None:
+def test_refuses_output_in_input_and_empty_input(tmp_path: Path, make_predictor) -> None:
     src = tmp_path / "in"
     _good_scans(src)
     with pytest.raises(ValueError, match="must not be the input folder"):
-        predict_batch(src, src, _predictor(), progress=False)
+        predict_batch(src, src, make_predictor(), progress=False)
     (tmp_path / "nothing").mkdir()
     (tmp_path / "nothing" / "notes.txt").write_text("no scans here")
     with pytest.raises(ValueError):
-        predict_batch(tmp_path / "nothing", tmp_path / "out", _predictor(), progress=False)
+        predict_batch(tmp_path / "nothing", tmp_path / "out", make_predictor(), progress=False)
     with pytest.raises(FileNotFoundError):
-        predict_batch(tmp_path / "missing", tmp_path / "out", _predictor(), progress=False)
+        predict_batch(tmp_path / "missing", tmp_path / "out", make_predictor(), progress=False)
 
 
 def test_gzip_truncation_is_what_we_think(tmp_path: Path) -> None:
@@ -247,14 +233,14 @@ def test_gzip_truncation_is_what_we_think(tmp_path: Path) -> None:
         f.read()
 
 
-def test_summary_feeds_the_nodule_table_and_froc(tmp_path: Path) -> None:
+def test_summary_feeds_the_nodule_table_and_froc(tmp_path: Path, make_predictor) -> None:
     """predict's summary.csv is a nodule table (RAS) and a FROC submission against LUNA16-style (LPS) annotations."""
     from lung_nodule_mtl.data.nodule_table import read_nodule_table
     from lung_nodule_mtl.metrics.froc import evaluate_froc_files
 
     src, out = tmp_path / "in", tmp_path / "out"
     _good_scans(src)
-    predict_batch(src, out, _predictor(), progress=False)
+    predict_batch(src, out, make_predictor(), progress=False)
     table = read_nodule_table(out / "summary.csv")
     assert {k: len(v) for k, v in table.items()} == {"chest_a": 2, "chest_b": 1}
     reports = {c: _report(out, c)["nodules"] for c in table}

@@ -8,45 +8,28 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from torch import nn
 
-from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, OutputKeys
+from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES
 from lung_nodule_mtl.data.synthetic.phantom import PhantomNodule, chest_phantom
 from lung_nodule_mtl.inference import ScanPredictor, bounding_box, lung_mask, resolve_device
 from lung_nodule_mtl.transforms.coordinates import voxel_to_world
-
-
-class ThresholdNet(nn.Module):
-    """Mask logit positive above -410 HU (lung window), half-way between lung and soft tissue; the malignancy
-    logit grows with the foreground fraction of the input, so bigger nodules score higher (a known answer)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def segment(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return 40.0 * (x[:, :1] - 0.42)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        mask = self.segment(x)
-        fg = (mask > 0).float().mean(dim=(1, 2, 3, 4))
-        out = {str(OutputKeys.MASK): mask, str(OutputKeys.MALIGNANCY): (fg * 200.0 - 1.0)[:, None]}
-        out[str(OutputKeys.MALIGNANCY_SCORE)] = (1.0 + 4.0 * fg)[:, None]
-        for name, n in ATTRIBUTE_CLASSES.items():
-            out[name] = torch.nn.functional.one_hot(torch.full((x.shape[0],), n - 1), n).float()
-        return out
 
 
 def _image(image: np.ndarray, affine: np.ndarray) -> MetaTensor:
     return MetaTensor(torch.from_numpy(image.astype(np.float32))[None], affine=torch.from_numpy(affine))
 
 
-def _predictor(**kwargs) -> ScanPredictor:
-    kwargs.setdefault("patch_size", (32, 32, 32))
-    kwargs.setdefault("max_diameter_mm", 40.0)  # the stand-in segments the chest wall within the lung margin too
-    kwargs.setdefault("device", "cpu")
-    return ScanPredictor(ThresholdNet(), **kwargs)
+@pytest.fixture
+def make_predictor(threshold_net):
+    """A factory of ScanPredictor around the stand-in network (see conftest.ThresholdNet)."""
+
+    def make(**kwargs) -> ScanPredictor:
+        kwargs.setdefault("patch_size", (32, 32, 32))
+        kwargs.setdefault("max_diameter_mm", 40.0)  # the stand-in segments the chest wall within the lung margin
+        kwargs.setdefault("device", "cpu")
+        return ScanPredictor(threshold_net(), **kwargs)
+
+    return make
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -81,9 +64,9 @@ def test_lung_mask_none_without_lungs() -> None:
         lung_mask(block, (1.0, 0.0, 1.0))
 
 
-def test_detects_nodules_on_the_input_grid(phantom) -> None:
+def test_detects_nodules_on_the_input_grid(phantom, make_predictor) -> None:
     image, affine, truth = phantom
-    result = _predictor().predict(_image(image, affine))
+    result = make_predictor().predict(_image(image, affine))
     assert result.labels.shape == image.shape and np.allclose(result.affine, affine)
     assert len(result.nodules) == 2 and result.warnings == []
     by_size = sorted(result.nodules, key=lambda n: -n.volume_mm3)
@@ -105,16 +88,16 @@ def test_detects_nodules_on_the_input_grid(phantom) -> None:
     assert result.lung_volume_ml is not None and 300 < result.lung_volume_ml < 800
 
 
-def test_min_diameter_and_max_nodules(phantom) -> None:
+def test_min_diameter_and_max_nodules(phantom, make_predictor) -> None:
     image, affine, _ = phantom
-    assert len(_predictor(min_diameter_mm=9.0).predict(_image(image, affine)).nodules) == 1
-    only = _predictor(max_nodules=1).predict(_image(image, affine)).nodules
+    assert len(make_predictor(min_diameter_mm=9.0).predict(_image(image, affine)).nodules) == 1
+    only = make_predictor(max_nodules=1).predict(_image(image, affine)).nodules
     assert len(only) == 1 and only[0].label == 1
 
 
-def test_lung_mask_restricts_the_sliding_window(phantom) -> None:
+def test_lung_mask_restricts_the_sliding_window(phantom, threshold_net) -> None:
     image, affine, _ = phantom
-    net_lung, net_all = ThresholdNet(), ThresholdNet()
+    net_lung, net_all = threshold_net(), threshold_net()
     with_mask = ScanPredictor(net_lung, patch_size=(32, 32, 32), device="cpu", sw_batch_size=1)
     assert len(with_mask.predict(_image(image, affine)).nodules) >= 3  # two nodules + the chest wall in the margin
     whole = ScanPredictor(net_all, patch_size=(32, 32, 32), device="cpu", sw_batch_size=1, use_lung_mask=False)
@@ -124,9 +107,9 @@ def test_lung_mask_restricts_the_sliding_window(phantom) -> None:
     assert max(n.volume_mm3 for n in result.nodules) > 10 * math.pi / 6.0 * 12.0**3
 
 
-def test_given_centres(phantom) -> None:
+def test_given_centres(phantom, make_predictor) -> None:
     image, affine, truth = phantom
-    predictor = _predictor()
+    predictor = make_predictor()
     # the second centre is in lung parenchyma, more than snap_mm from any tissue: no mask there
     result = predictor.predict(_image(image, affine), centres_ras=[NODULES[1].center_ras_mm, (-33.0, 0.0, 30.0)])
     assert [n.source for n in result.nodules] == ["given", "given"]
@@ -139,27 +122,27 @@ def test_given_centres(phantom) -> None:
         predictor.predict(_image(image, affine), centres_ras=[(0.0, 0.0, 500.0)])
 
 
-def test_no_lung_analyses_the_whole_image() -> None:
+def test_no_lung_analyses_the_whole_image(make_predictor) -> None:
     image, affine, _ = chest_phantom(shape=(64, 48, 24), spacing_mm=(2.0, 2.0, 1.0), nodules=())
     image[:] = -1000
     image[20:28, 20:28, 8:16] = 40
-    result = _predictor(patch_size=(16, 16, 16)).predict(_image(image, affine))
+    result = make_predictor(patch_size=(16, 16, 16)).predict(_image(image, affine))
     assert any("no lung found" in w for w in result.warnings) and result.lung_volume_ml is None
     assert len(result.nodules) == 1 and result.nodules[0].volume_mm3 == pytest.approx(16 * 16 * 8, rel=0.2)
 
 
-def test_bad_arguments() -> None:
+def test_bad_arguments(make_predictor) -> None:
     with pytest.raises(ValueError, match="threshold"):
-        _predictor(threshold=1.5)
+        make_predictor(threshold=1.5)
     with pytest.raises(ValueError, match="overlap"):
-        _predictor(overlap=1.0)
+        make_predictor(overlap=1.0)
     with pytest.raises(ValueError, match="device"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
     with pytest.raises(ValueError, match=r"\(1, H, W, D\)"):
-        _predictor().predict(MetaTensor(torch.zeros(2, 8, 8, 8)))
+        make_predictor().predict(MetaTensor(torch.zeros(2, 8, 8, 8)))
 
 
 def test_checkpoint_loaded_with_weights_only(tmp_path) -> None:
@@ -178,10 +161,10 @@ def test_checkpoint_loaded_with_weights_only(tmp_path) -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_with_amp_matches_cpu(phantom) -> None:
+def test_cuda_with_amp_matches_cpu(phantom, make_predictor) -> None:
     image, affine, _ = phantom
-    cpu = _predictor().predict(_image(image, affine))
-    gpu_predictor = _predictor(device="cuda")
+    cpu = make_predictor().predict(_image(image, affine))
+    gpu_predictor = make_predictor(device="cuda")
     assert gpu_predictor.amp and gpu_predictor.device.type == "cuda"
     gpu = gpu_predictor.predict(_image(image, affine))
     assert len(gpu.nodules) == len(cpu.nodules)
