@@ -15,8 +15,6 @@ Every file is written atomically (temporary name, then rename).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +30,7 @@ from lung_nodule_mtl import __version__
 from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, IGNORE_INDEX, Keys, OutputKeys, malignancy_label_from_score
 from lung_nodule_mtl.engines.metrics import mask_probability
 from lung_nodule_mtl.metrics import attribute_accuracy, malignancy_report, segmentation_scores
-from lung_nodule_mtl.utils.io import atomic_write, atomic_write_json, atomic_write_nifti, json_safe
+from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, atomic_write_nifti, json_safe
 
 __all__ = ["NoduleEvaluationWriter", "NodulePredictionWriter", "SplitPredictiond", "head_predictions"]
 
@@ -75,18 +73,6 @@ def _batch_values(batch: Any, key: str, n: int) -> list[Any]:
     if isinstance(batch, Sequence) and len(batch) == n:
         return [item.get(key) if isinstance(item, Mapping) else None for item in batch]
     return [None] * n
-
-
-def _to_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_write(path) as f:
-        f.write(buffer.getvalue())
 
 
 def _mean_std(values: Sequence[float | None]) -> dict[str, float]:
@@ -179,7 +165,7 @@ class NoduleEvaluationWriter:
 
     def _write(self, engine: Engine) -> None:
         atomic_write_json(json_safe(self.summary()), self.output_dir / "metrics.json")
-        _to_csv(self.rows, self.output_dir / "per_nodule.csv")
+        atomic_write_csv(self.rows, self.output_dir / "per_nodule.csv")
 
 
 class SplitPredictiond(MapTransform):
@@ -269,5 +255,5 @@ class NodulePredictionWriter:
             self.rows.append(row)
 
     def _write(self, engine: Engine) -> None:
-        _to_csv(self.rows, self.output_dir / "predictions.csv")
+        atomic_write_csv(self.rows, self.output_dir / "predictions.csv")
         atomic_write_json(json_safe({"nodules": self.rows}), self.output_dir / "predictions.json")

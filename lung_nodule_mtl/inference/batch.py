@@ -20,8 +20,6 @@ result lists it and the command's exit status is non-zero. The input is only rea
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import logging
 import time
@@ -36,7 +34,7 @@ from tqdm import tqdm
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.inference.pipeline import ScanPrediction, ScanPredictor
 from lung_nodule_mtl.transforms.coordinates import world_to_voxel
-from lung_nodule_mtl.utils.io import atomic_path, atomic_write, json_safe
+from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe
 
 __all__ = [
     "REPORT_VERSION",
@@ -206,17 +204,7 @@ def write_summary(output_dir: str | Path, case_ids: Sequence[str]) -> Path:
         if _is_complete(paths):
             with paths["report"].open() as f:
                 rows += _summary_rows(json.load(f))
-    fields = list(SUMMARY_COLUMNS)
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    path = out / SUMMARY_FILE
-    with atomic_write(path) as f:
-        f.write(buffer.getvalue())
-    return path
+    return atomic_write_csv(rows, out / SUMMARY_FILE, first_fields=SUMMARY_COLUMNS)
 
 
 def predict_batch(

@@ -7,18 +7,20 @@ broken one (``os.replace`` is atomic on POSIX and Windows within one file system
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import nibabel as nib
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_json", "atomic_write_nifti", "json_safe"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_csv", "atomic_write_json", "atomic_write_nifti", "json_safe"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -108,3 +110,20 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def atomic_write_csv(
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], first_fields: Sequence[str] = ()
+) -> Path:
+    """Write dict rows as CSV atomically: columns ``first_fields``, then every other key in order of appearance."""
+    fields = list(first_fields)
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    dest = Path(path)
+    with atomic_write(dest) as f:
+        f.write(buffer.getvalue())
+    return dest
