@@ -143,6 +143,8 @@ def _run_case(case: Any, predictor: ScanPredictor, output_dir: Path, centres: An
         from lung_nodule_mtl.inference.io import InputError
 
         raise InputError(case.path, str(e)) from None
+    for warning in [*volume.warnings, *result.warnings]:
+        logger.warning("%s: %s", case.case_id, warning)
     report = _report(case, volume, result, predictor, paths["labels"].name)
     # every file under a temporary name first; the renames happen when the stack closes, the report last
     with contextlib.ExitStack() as stack:

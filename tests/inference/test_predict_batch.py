@@ -261,3 +261,24 @@ def test_summary_feeds_the_nodule_table_and_froc(tmp_path: Path, make_predictor)
     result = evaluate_froc_files(out, annotations, cases_from_predictions_dir=True)
     assert result["n_scans"] == 2 and result["n_annotations"] == 3 and result["n_detected"] == 3
     assert result["n_false_positives"] == 0 and result["cpm"] == pytest.approx(1.0)
+
+
+def test_dicom_folder_with_two_series(
+    tmp_path: Path, make_predictor, ct, write_dicom_series, synthetic, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A DICOM folder holding two series: the larger one is analysed and the report and the log say so."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    folder = src / "patient_7"
+    write_dicom_series(folder, ct, series_uid="1.2.3.4.5.100", names=[f"a{k:02d}.dcm" for k in range(ct.shape[2])])
+    small = synthetic.make_ct((32, 32, 10))
+    write_dicom_series(
+        folder, small, series_uid="1.2.3.4.5.200", origin=(0, 0, 300), names=[f"b{k}.dcm" for k in range(10)]
+    )
+    result = predict_batch(src, out, make_predictor(), progress=False)
+    assert result.done == ["patient_7"] and result.ok
+    report = _report(out, "patient_7")
+    assert report["input_kind"] == "dicom" and report["input_shape"] == list(ct.shape)
+    assert any("1.2.3.4.5.100" in w and "skipped 1 other" in w for w in report["warnings"])
+    assert "patient_7: " in caplog.text and "skipped 1 other" in caplog.text
+    labels = nib.load(out / "patient_7_nodules.nii.gz")
+    assert labels.shape == ct.shape
