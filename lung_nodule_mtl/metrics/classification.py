@@ -123,7 +123,10 @@ def attribute_accuracy(
         reference: attribute name -> reference rating per nodule (``None`` where unknown: skipped).
 
     Returns:
-        attribute -> ``{"accuracy", "within_one", "n"}`` for every attribute present in both.
+        attribute -> ``{"accuracy", "within_one", "n", "majority_accuracy"}`` for every attribute present in
+        both. ``majority_accuracy`` is the accuracy of always answering the most frequent reference rating of
+        these nodules: the baseline a head that learned nothing but the class prior reaches (optimistic, as the
+        mode is taken on the evaluated nodules themselves). An attribute head earns its place only above it.
     """
     out: dict[str, dict[str, float]] = {}
     for name in ATTRIBUTE_CLASSES:
@@ -134,8 +137,14 @@ def attribute_accuracy(
             raise ValueError(f"attribute {name!r}: {len(pred)} predictions for {len(ref)} references.")
         pairs = [(int(a), int(b)) for a, b in zip(pred, ref, strict=True) if a is not None and b is not None]
         if not pairs:
-            out[name] = {"accuracy": math.nan, "within_one": math.nan, "n": 0}
+            out[name] = {"accuracy": math.nan, "within_one": math.nan, "n": 0, "majority_accuracy": math.nan}
             continue
         diff = np.array([abs(a - b) for a, b in pairs])
-        out[name] = {"accuracy": float((diff == 0).mean()), "within_one": float((diff <= 1).mean()), "n": len(pairs)}
+        majority = np.bincount([b for _, b in pairs]).max() / len(pairs)
+        out[name] = {
+            "accuracy": float((diff == 0).mean()),
+            "within_one": float((diff <= 1).mean()),
+            "n": len(pairs),
+            "majority_accuracy": float(majority),
+        }
     return out

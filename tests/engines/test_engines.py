@@ -139,7 +139,7 @@ def test_evaluation_writer(tmp_path: Path) -> None:
     assert metrics["segmentation"]["dice"]["mean"] == pytest.approx(0.5)
     assert metrics["malignancy"]["indeterminate"]["n"] == 1
     assert metrics["malignancy"]["n_negative"] == 1 and metrics["malignancy"]["auc"] is None  # JSON null
-    assert metrics["attributes"]["texture"] == {"accuracy": 1.0, "within_one": 1.0, "n": 1}
+    assert metrics["attributes"]["texture"] == {"accuracy": 1.0, "within_one": 1.0, "n": 1, "majority_accuracy": 1.0}
     rows = list(csv.DictReader(open(tmp_path / "per_nodule.csv")))
     assert [r["case_id"] for r in rows] == ["n1", "n2"]
     assert rows[0]["malignancy"] == "-1" and rows[0]["texture"] == "5" and rows[1]["texture"] == ""

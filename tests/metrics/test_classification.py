@@ -49,8 +49,14 @@ def test_attribute_accuracy() -> None:
     pred = {"spiculation": [1, 3, 2, 4], "texture": [5, 4, 1, 3], "margin": [1, 1, 1, 1]}
     acc = attribute_accuracy(pred, ref)
     assert set(acc) == {"spiculation", "texture"}
-    assert acc["spiculation"] == {"accuracy": pytest.approx(1 / 3), "within_one": pytest.approx(2 / 3), "n": 3}
+    assert acc["spiculation"] == {
+        "accuracy": pytest.approx(1 / 3),
+        "within_one": pytest.approx(2 / 3),
+        "n": 3,
+        "majority_accuracy": pytest.approx(1 / 3),  # 1, 2, 5: each once
+    }
     assert acc["texture"]["accuracy"] == 0.75 and acc["texture"]["within_one"] == 1.0
+    assert acc["texture"]["majority_accuracy"] == 0.5  # 5, 5, 1, 3: the mode 5 twice
 
 
 def test_ill_arg() -> None:
