@@ -1,5 +1,8 @@
 """Datalists, the built-in synthetic chest CT, and converters of real data sets."""
 
+import importlib
+from typing import Any
+
 from lung_nodule_mtl.data.datalist import (
     build_datalist,
     load_datalist,
@@ -13,13 +16,28 @@ from lung_nodule_mtl.data.default import resolve_datalist
 from lung_nodule_mtl.data.luna16 import Luna16Result, find_luna16_scans, prepare_luna16, sphere_mask
 from lung_nodule_mtl.data.nodule_table import NoduleRecord, read_nodule_table
 
+_LAZY = {
+    "parse_lidc_xml": "lung_nodule_mtl.data.lidc_idri.reading",
+    "prepare_lidc": "lung_nodule_mtl.data.lidc_idri.convert",
+}
+"""Exports imported on first use (the LIDC-IDRI converter reads CT with the inference I/O, which imports torch)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Luna16Result",
     "NoduleRecord",
     "build_datalist",
     "find_luna16_scans",
     "load_datalist",
+    "parse_lidc_xml",
     "patient_folds",
+    "prepare_lidc",
     "prepare_luna16",
     "read_nodule_table",
     "read_splits",
