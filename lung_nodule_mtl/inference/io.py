@@ -977,7 +977,17 @@ def write_label_map(volume: CTVolume, labels: NDArray[Any] | torch.Tensor, path:
     if top > np.iinfo(np.uint16).max:
         raise ValueError(f"labels must be <= {np.iinfo(np.uint16).max}, got {top}")
     dtype = np.uint8 if top < 255 else np.uint16
-    img = nib.Nifti1Image(array.astype(dtype, copy=False), volume.affine)
+    return write_on_grid(volume, array, dest, dtype)
+
+
+def write_on_grid(volume: CTVolume, array: NDArray[Any], path: str | os.PathLike[str], dtype: Any) -> Path:
+    """Write ``array`` (``volume.shape``) as NIfTI on exactly the grid of ``volume``, atomically.
+
+    The affine is ``volume.affine``; a NIfTI input's sform/qform matrices and codes and units are kept, DICOM and
+    MetaImage inputs get both forms with code 1 (scanner). The array is stored as ``dtype``.
+    """
+    dest = Path(path)
+    img = nib.Nifti1Image(np.asarray(array).astype(dtype, copy=False), volume.affine)
     img.set_data_dtype(dtype)
     geometry = volume.nifti
     if geometry is not None:

@@ -55,7 +55,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from numpy.typing import NDArray
@@ -86,8 +85,8 @@ from lung_nodule_mtl.data.lidc_idri.reading import (
     parse_lidc_xml,
 )
 from lung_nodule_mtl.data.lidc_vois import LIDC_CITATION
-from lung_nodule_mtl.inference.io import Case, CTVolume, InputError, load_ct, write_label_map
-from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
+from lung_nodule_mtl.inference.io import Case, CTVolume, InputError, load_ct, write_label_map, write_on_grid
+from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, json_safe
 
 __all__ = [
     "RECORD_VERSION",
@@ -307,19 +306,7 @@ def write_ct(volume: CTVolume, path: str | os.PathLike[str]) -> Path:
     for k in range(0, array.shape[2], 16):  # in slabs: no full-size temporary
         integral = integral and bool(np.all(np.mod(array[:, :, k : k + 16], 1) == 0))
     dtype = np.int16 if integral else np.float32
-    img = nib.Nifti1Image(array.astype(dtype), volume.affine)
-    img.set_data_dtype(dtype)
-    if volume.nifti is not None:
-        img.set_sform(volume.nifti.sform, code=volume.nifti.sform_code)
-        img.set_qform(volume.nifti.qform, code=volume.nifti.qform_code)
-        img.header.set_xyzt_units(*volume.nifti.xyzt_units)
-    else:
-        img.set_sform(volume.affine, code=1)
-        img.set_qform(volume.affine, code=1)
-        img.header.set_xyzt_units("mm", "sec")
-    with atomic_path(dest) as tmp:
-        nib.save(img, tmp)
-    return dest
+    return write_on_grid(volume, array, dest, dtype)
 
 
 def _ras(affine: NDArray[np.float64], ijk: Sequence[float]) -> list[float]:
