@@ -19,17 +19,6 @@ from typing import Any
 __all__ = ["register"]
 
 
-def _json_safe(value: Any) -> Any:
-    """``value`` with ``nan`` / ``inf`` floats as ``None``, so the JSON is standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _print_report(result: dict[str, Any]) -> None:
     inputs = result["inputs"]
     print(f"FROC (LUNA16) of {inputs['predictions']} against {inputs['annotations']}")
@@ -64,7 +53,7 @@ def _print_report(result: dict[str, Any]) -> None:
 
 def _cmd_evaluate_froc(args: argparse.Namespace) -> int:
     from lung_nodule_mtl.metrics.froc import evaluate_froc_files
-    from lung_nodule_mtl.utils.io import atomic_write_json
+    from lung_nodule_mtl.utils.io import atomic_write_json, json_safe
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}.")
@@ -78,7 +67,7 @@ def _cmd_evaluate_froc(args: argparse.Namespace) -> int:
     )
     _print_report(result)
     if args.out:
-        path = atomic_write_json(_json_safe(result), Path(args.out))
+        path = atomic_write_json(json_safe(result), Path(args.out))
         print(f"  written to {path}")
     return 0
 

@@ -13,7 +13,6 @@ folder that cannot be used is reported in one line and the others go on; the exi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 __all__ = ["register"]
@@ -22,6 +21,7 @@ _SHOWN_WARNINGS = 10
 
 
 def _cmd_prepare_lidc(args: argparse.Namespace) -> int:
+    from lung_nodule_mtl.cli.common import print_summary
     from lung_nodule_mtl.data.lidc_idri import prepare_lidc
     from lung_nodule_mtl.data.lidc_vois import LIDC_CITATION
 
@@ -41,12 +41,11 @@ def _cmd_prepare_lidc(args: argparse.Namespace) -> int:
         patients=args.patients,
         progress=(lambda line: None) if args.quiet else (lambda line: print(line, flush=True)),
     )
-    print(f"LIDC-IDRI converted into {args.out} (datalist: {summary['datalist']})")
-    for key, value in summary.items():
-        if key in ("datalist", "failed", "notes"):
-            continue
-        shown = json.dumps(value) if isinstance(value, dict | list) else value
-        print(f"  {key:<20} {shown}")
+    print_summary(
+        f"LIDC-IDRI converted into {args.out} (datalist: {summary['datalist']})",
+        summary,
+        skip=("datalist", "failed", "notes"),
+    )
     for note in summary["notes"]:
         print(f"  note: {note}")
     if summary["n_warnings"]:

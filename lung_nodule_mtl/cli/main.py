@@ -12,13 +12,13 @@ everything the command line can do is importable too::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from lung_nodule_mtl import __version__
+from lung_nodule_mtl.cli.common import print_summary
 from lung_nodule_mtl.cli.froc import register as register_froc
 from lung_nodule_mtl.cli.lidc import register as register_lidc
 from lung_nodule_mtl.cli.luna16 import register as register_luna16
@@ -26,13 +26,6 @@ from lung_nodule_mtl.cli.luna16 import register as register_luna16
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("lung_nodule_mtl")
-
-
-def _print_summary(title: str, summary: dict[str, Any]) -> None:
-    print(title)
-    for key, value in summary.items():
-        shown = json.dumps(value) if isinstance(value, (dict, list)) else value
-        print(f"  {key:<20} {shown}")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -49,7 +42,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         **options,
     )
-    _print_summary(f"Synthetic chest CT ({args.mode}) written to {args.out}", summary)
+    print_summary(f"Synthetic chest CT ({args.mode}) written to {args.out}", summary)
     return 0
 
 
@@ -64,7 +57,7 @@ def _cmd_prepare_vois(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction,
         seed=args.seed,
     )
-    _print_summary(f"LIDC-IDRI VOI datalist written to {summary['datalist']}", summary)
+    print_summary(f"LIDC-IDRI VOI datalist written to {summary['datalist']}", summary)
     print(f"  Data: {LIDC_CITATION}")
     return 0
 

@@ -45,7 +45,7 @@ from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras
 from lung_nodule_mtl.engines.report import head_predictions
 from lung_nodule_mtl.inference.lung import bounding_box, lung_mask
 from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
-from lung_nodule_mtl.transforms.chains import DEFAULT_SPACING_MM, ORIENTATION
+from lung_nodule_mtl.transforms.chains import AXIS_LABELS, DEFAULT_SPACING_MM, ORIENTATION
 from lung_nodule_mtl.transforms.coordinates import voxel_to_world, world_to_voxel
 from lung_nodule_mtl.transforms.crop import NoduleCentredCrop, nodule_roi
 from lung_nodule_mtl.transforms.window import LungWindow, WindowsLike
@@ -54,7 +54,6 @@ __all__ = ["NodulePrediction", "ScanPrediction", "ScanPredictor", "resolve_devic
 
 logger = logging.getLogger(__name__)
 
-_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 _STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -205,7 +204,7 @@ class ScanPredictor:
             sw_device=self.device,
             device=torch.device("cpu"),
         )
-        self._orient = Orientation(axcodes=ORIENTATION, labels=_AXIS_LABELS)
+        self._orient = Orientation(axcodes=ORIENTATION, labels=AXIS_LABELS)
         self._spacing = Spacing(pixdim=self.spacing_mm, mode="bilinear", padding_mode="border")
         self._crop = NoduleCentredCrop(self.patch_size, pad_value=AIR_HU)
 

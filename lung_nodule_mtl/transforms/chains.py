@@ -54,6 +54,7 @@ from lung_nodule_mtl.transforms.labels import LABEL_KEYS, IndeterminatePolicy, N
 from lung_nodule_mtl.transforms.window import LungWindowd, WindowsLike
 
 __all__ = [
+    "AXIS_LABELS",
     "DEFAULT_AFFINE_PROB",
     "DEFAULT_FLIP_PROB",
     "DEFAULT_INTENSITY_SCALE_FACTOR",
@@ -76,7 +77,8 @@ __all__ = [
 
 ORIENTATION = "RAS"
 """Axis codes the volumes are reoriented to (the convention of ``center_world_mm``)."""
-_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # read ORIENTATION in RAS world space, as LoadImage's affines
+AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+"""How ``Orientation`` reads :data:`ORIENTATION`: RAS world space, as ``LoadImage``'s affines."""
 DEFAULT_SPACING_MM: tuple[float, float, float] = (1.0, 1.0, 1.0)
 """Isotropic output voxel size, mm (LIDC in-plane is 0.5-0.9 mm, slices 0.6-2.5 mm)."""
 DEFAULT_ROI_SIZE: tuple[int, int, int] = (64, 64, 64)
@@ -129,7 +131,7 @@ def _load(keys: Sequence[str], spacing_mm: Sequence[float] | float, image_key: s
     return [
         LoadImaged(keys=keys, image_only=True),
         EnsureChannelFirstd(keys=keys),
-        Orientationd(keys=keys, axcodes=ORIENTATION, labels=_AXIS_LABELS),
+        Orientationd(keys=keys, axcodes=ORIENTATION, labels=AXIS_LABELS),
         Spacingd(keys=keys, pixdim=_spacing(spacing_mm), mode=modes),
     ]
 

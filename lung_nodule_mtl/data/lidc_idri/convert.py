@@ -86,6 +86,7 @@ from lung_nodule_mtl.data.lidc_idri.reading import (
 )
 from lung_nodule_mtl.data.lidc_vois import LIDC_CITATION
 from lung_nodule_mtl.inference.io import Case, CTVolume, InputError, load_ct, write_label_map, write_on_grid
+from lung_nodule_mtl.transforms.coordinates import voxel_to_world
 from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, json_safe
 
 __all__ = [
@@ -310,7 +311,16 @@ def write_ct(volume: CTVolume, path: str | os.PathLike[str]) -> Path:
 
 
 def _ras(affine: NDArray[np.float64], ijk: Sequence[float]) -> list[float]:
-    return [float(v) for v in (np.asarray(affine) @ np.r_[np.asarray(ijk, dtype=np.float64), 1.0])[:3]]
+    return [float(v) for v in voxel_to_world(affine, np.asarray(ijk, dtype=np.float64))]
+
+
+def _centre_columns(ras: Sequence[float]) -> dict[str, float]:
+    """``center_ras_x`` ... ``center_lps_z`` table columns of a RAS point, mm, 4 decimals."""
+    lps = ras_to_lps(ras)
+    return {
+        **{f"center_ras_{a}": round(float(v), 4) for a, v in zip("xyz", ras, strict=True)},
+        **{f"center_lps_{a}": round(float(v), 4) for a, v in zip("xyz", lps, strict=True)},
+    }
 
 
 def _round(values: Sequence[float], digits: int = 4) -> list[float]:
@@ -339,7 +349,6 @@ def _point_row(
         warnings.append(f"{source.xml}: reader {reader} {kind} {mark_id!r} at z={z_position:g} matches no slice")
         return None
     ras = _ras(volume.affine, (point[0], point[1], k))
-    lps = ras_to_lps(ras)
     return {
         "scan_id": source.scan_id,
         "patient_id": source.patient_id,
@@ -350,12 +359,7 @@ def _point_row(
         "voxel_j": point[1],
         "voxel_k": k,
         "slice_matched_by": how,
-        "center_ras_x": round(ras[0], 4),
-        "center_ras_y": round(ras[1], 4),
-        "center_ras_z": round(ras[2], 4),
-        "center_lps_x": round(lps[0], 4),
-        "center_lps_y": round(lps[1], 4),
-        "center_lps_z": round(lps[2], 4),
+        **_centre_columns(ras),
         "z_position": z_position,
     }
 
@@ -434,7 +438,6 @@ def convert_scan(source: LidcScanSource, out_dir: str | os.PathLike[str], option
         score = aggregate_rating(ratings["malignancy"], options.rating, integer=False)
         attributes = {name: aggregate_rating(ratings[name], options.rating, integer=True) for name in ATTRIBUTE_NAMES}
         centre_ras = _ras(volume.affine, centre_ijk)
-        centre_lps = ras_to_lps(centre_ras)
         n_vox = len(vox)
         eq_diameter = equivalent_diameter_mm(n_vox, voxel_mm3) if n_vox else None
         reader_diameters = [_outline_diameter_mm(masks[i], spacing[:2]) for i in members]
@@ -463,12 +466,7 @@ def convert_scan(source: LidcScanSource, out_dir: str | os.PathLike[str], option
             "in_datalist": not reason,
             "excluded_reason": reason,
             "label": label_rel,
-            "center_ras_x": round(centre_ras[0], 4),
-            "center_ras_y": round(centre_ras[1], 4),
-            "center_ras_z": round(centre_ras[2], 4),
-            "center_lps_x": round(centre_lps[0], 4),
-            "center_lps_y": round(centre_lps[1], 4),
-            "center_lps_z": round(centre_lps[2], 4),
+            **_centre_columns(centre_ras),
             "center_voxel_i": round(float(centre_ijk[0]), 3),
             "center_voxel_j": round(float(centre_ijk[1]), 3),
             "center_voxel_k": round(float(centre_ijk[2]), 3),
