@@ -121,6 +121,7 @@ def _report(case: Any, volume: Any, result: ScanPrediction, predictor: ScanPredi
         "settings": predictor.settings(),
         "model": {**predictor.model_info, "package_version": __version__},
         "timings_s": result.timings_s,
+        "counts": result.counts,
         "disclaimer": DISCLAIMER,
     }
 
@@ -136,7 +137,9 @@ def _run_case(case: Any, predictor: ScanPredictor, output_dir: Path, centres: An
     from lung_nodule_mtl.inference.qc import nodule_qc_image, write_nodule_qc
 
     paths = case_outputs(output_dir, case.case_id)
+    start = time.perf_counter()
     volume = load_ct(case)
+    read_s = time.perf_counter() - start
     try:
         result = predictor.predict(volume.image, centres)
     except ValueError as e:  # a given centre outside the image: the case's input is wrong
@@ -145,12 +148,15 @@ def _run_case(case: Any, predictor: ScanPredictor, output_dir: Path, centres: An
         raise InputError(case.path, str(e)) from None
     for warning in [*volume.warnings, *result.warnings]:
         logger.warning("%s: %s", case.case_id, warning)
-    report = _report(case, volume, result, predictor, paths["labels"].name)
     # every file under a temporary name first; the renames happen when the stack closes, the report last
     with contextlib.ExitStack() as stack:
         report_tmp = stack.enter_context(atomic_path(paths["report"]))
         labels_tmp = stack.enter_context(atomic_path(paths["labels"]))
+        start = time.perf_counter()
         write_label_map(volume, result.labels, labels_tmp)
+        write_s = time.perf_counter() - start
+        result.timings_s = {"read": round(read_s, 3), **result.timings_s, "write": round(write_s, 3)}
+        report = _report(case, volume, result, predictor, paths["labels"].name)
         if qc and result.isotropic_image is not None and result.isotropic_labels is not None:
             hu = np.asarray(result.isotropic_image[0])
             iso_affine = np.asarray(result.isotropic_image.affine, dtype=np.float64)

@@ -2,15 +2,19 @@
 
 :class:`ScanPredictor` runs, for one scan (a ``(1, H, W, D)`` ``MetaTensor`` in HU with its RAS affine):
 
-1. **Geometry**: MONAI ``Orientation`` (RAS) and ``Spacing`` to the isotropic voxel the network was
-   trained at (``spacing_mm``, bilinear), as the training transforms do.
+1. **Geometry**: the grid of MONAI ``Orientation`` (RAS) and ``Spacing`` at the isotropic voxel the network was
+   trained at (``spacing_mm``, bilinear), as the training transforms do; for the usual axial scan as a separable
+   interpolation along each axis (:mod:`~lung_nodule_mtl.inference.resample`: same values, a fraction of the
+   memory and time).
 2. **Lung region**: :func:`~lung_nodule_mtl.inference.lung.lung_mask` (HU threshold + morphology); the
    network only runs inside the mask's bounding box and detections outside the mask are dropped. No
    lung found (a phantom, a crop): the whole image, with a warning.
-3. **Sliding window**: MONAI's :class:`~monai.inferers.SlidingWindowInferer` (Gaussian blending,
+3. **Sliding window**: MONAI's :class:`~monai.inferers.SlidingWindowInferer` (Gaussian blending computed once,
    ``sw_roi_size`` / ``overlap`` / ``sw_batch_size``) over the windowed image, mask logits only
-   (:class:`~lung_nodule_mtl.networks.SlidingWindowAdapter` with ``heads="none"``); windows run on the
-   ``device`` (CUDA with AMP when available), stitching on the CPU to bound GPU memory.
+   (:class:`~lung_nodule_mtl.networks.SlidingWindowAdapter` with ``heads="none"``); windows holding no lung
+   voxel are not run (they only cover voxels the lung mask zeroes: the result is unchanged). Windows run on the
+   ``device`` in ``channels_last_3d`` with mixed precision where the hardware has it (float16 on CUDA, bfloat16
+   on CPUs with native bfloat16, e.g. AMX or AVX512-BF16), stitching on the CPU to bound GPU memory.
 4. **Candidates**: sigmoid > ``threshold``, 26-connected components, those with an equivalent diameter
    below ``min_diameter_mm`` dropped; each component's detection probability is its highest voxel
    probability; at most ``max_nodules``, most probable first. Or, with given centres (``centres_ras``,
@@ -19,7 +23,7 @@
 5. **Heads**: one forward pass of the whole network on a ``patch_size`` crop centred on each nodule
    (the regime the heads were trained in) → malignancy probability, 1-5 score and the attributes.
 6. **Back to the input grid**: the label map (one label per nodule, 1 = most probable) is resampled
-   to exactly the input's grid and affine with MONAI's ``ResampleToMatch`` (nearest neighbour).
+   to exactly the input's grid and affine by nearest neighbour (MONAI's ``ResampleToMatch`` for oblique grids).
    Volumes and diameters are measured on the isotropic grid, before that resampling.
 """
 
@@ -28,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,7 +40,6 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
-from monai.transforms import Orientation, ResampleToMatch, Spacing
 from numpy.typing import NDArray
 from scipy import ndimage
 from torch import nn
@@ -44,13 +47,14 @@ from torch import nn
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
 from lung_nodule_mtl.engines.report import head_predictions
 from lung_nodule_mtl.inference.lung import bounding_box, lung_mask
+from lung_nodule_mtl.inference.resample import IsotropicResampler
 from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
 from lung_nodule_mtl.transforms.chains import AXIS_LABELS, DEFAULT_SPACING_MM, ORIENTATION
 from lung_nodule_mtl.transforms.coordinates import voxel_to_world, world_to_voxel
 from lung_nodule_mtl.transforms.crop import NoduleCentredCrop, nodule_roi
 from lung_nodule_mtl.transforms.window import LungWindow, WindowsLike
 
-__all__ = ["NodulePrediction", "ScanPrediction", "ScanPredictor", "resolve_device"]
+__all__ = ["NodulePrediction", "ScanPrediction", "ScanPredictor", "autocast_dtype", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,50 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}.")
+
+
+def autocast_dtype(device: torch.device, amp: bool | None = None) -> torch.dtype | None:
+    """The mixed-precision type for ``device``: float16 on CUDA, bfloat16 on a CPU with native bfloat16 (AMX,
+    AVX512-BF16); ``None`` (float32) otherwise or when ``amp`` is ``False``. ``amp=True`` on a CPU without native
+    bfloat16 still gives bfloat16 (emulated: slower)."""
+    if amp is False:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and (amp or torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return torch.bfloat16
+    return None
+
+
+class _LungWindows(nn.Module):
+    """MONAI sliding-window predictor (``with_coord=True``) that runs only the windows holding a lung voxel.
+
+    The others get a constant logit ``fill``: they cover no lung voxel, and every voxel outside the lungs is zeroed
+    after stitching, so skipping them changes nothing. Counts the windows run and skipped.
+    """
+
+    def __init__(
+        self, predictor: Callable[[torch.Tensor], torch.Tensor], lung: torch.Tensor | None, fill: float = -20.0
+    ) -> None:
+        super().__init__()
+        self.predictor = predictor
+        self.lung = lung
+        self.fill = fill
+        self.run = 0
+        self.skipped = 0
+
+    def forward(self, x: torch.Tensor, coords: Sequence[Sequence[slice]]) -> torch.Tensor:
+        keep = [i for i, c in enumerate(coords) if self.lung is None or bool(self.lung[tuple(c[2:])].any())]
+        self.run += len(keep)
+        self.skipped += len(coords) - len(keep)
+        if len(keep) == len(coords):
+            return self.predictor(x.contiguous(memory_format=torch.channels_last_3d))
+        out = x.new_full((x.shape[0], 1, *x.shape[2:]), self.fill)
+        if keep:
+            index = torch.as_tensor(keep)
+            y = self.predictor(x[index].contiguous(memory_format=torch.channels_last_3d))
+            out[index] = y.to(out.dtype)
+        return out
 
 
 @dataclass
@@ -116,6 +164,12 @@ class ScanPrediction:
     """The resampled HU image ``(1, h, w, d)`` (for QC figures), when kept."""
     isotropic_labels: NDArray[np.integer] | None = None
     """The label map on the isotropic grid (for QC figures), when kept."""
+    isotropic_probability: NDArray[np.float32] | None = None
+    """The mask probability on the isotropic grid (0 outside the lung mask), when kept and nodules were detected."""
+    isotropic_lung: NDArray[np.bool_] | None = None
+    """The lung mask on the isotropic grid, when kept and one was found."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Work done: ``windows`` run by the sliding window, ``windows_skipped`` (no lung in them), ``voxels_isotropic``."""
 
 
 class ScanPredictor:
@@ -140,7 +194,8 @@ class ScanPredictor:
         use_lung_mask: restrict inference to the lungs (see :mod:`lung_nodule_mtl.inference.lung`).
         snap_mm: with given centres, how far from the centre the mask component may start, mm.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
-        amp: mixed precision for the network; default: on with CUDA.
+        amp: mixed precision for the network (see :func:`autocast_dtype`); default (``None``): float16 on CUDA,
+            bfloat16 on CPUs with native bfloat16, float32 elsewhere.
         keep_images: keep the isotropic image and label map in the result (for QC figures).
         model_info: provenance written with every report (bundle name and version, weights checksum).
     """
@@ -174,13 +229,15 @@ class ScanPredictor:
         if int(max_nodules) < 1 or int(sw_batch_size) < 1:
             raise ValueError(f"max_nodules and sw_batch_size must be >= 1, got {max_nodules!r}, {sw_batch_size!r}.")
         self.device = resolve_device(device)
-        self.amp = (self.device.type == "cuda") if amp is None else bool(amp)
+        self.amp_dtype = autocast_dtype(self.device, amp)
+        self.amp = self.amp_dtype is not None
         self.network = network.to(self.device).eval()
         if checkpoint is not None:
             state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
             if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
                 state = state["model"]
             self.network.load_state_dict(state)
+        self.network.to(memory_format=torch.channels_last_3d)  # faster 3D convolutions (oneDNN, cuDNN)
         self.patch_size = tuple(int(s) for s in patch_size)
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
         self.window = LungWindow(windows)
@@ -203,9 +260,10 @@ class ScanPredictor:
             mode=blend_mode,
             sw_device=self.device,
             device=torch.device("cpu"),
+            cache_roi_weight_map=True,
+            with_coord=True,
         )
-        self._orient = Orientation(axcodes=ORIENTATION, labels=AXIS_LABELS)
-        self._spacing = Spacing(pixdim=self.spacing_mm, mode="bilinear", padding_mode="border")
+        self._resampler = IsotropicResampler(self.spacing_mm, ORIENTATION, AXIS_LABELS)
         self._crop = NoduleCentredCrop(self.patch_size, pad_value=AIR_HU)
 
     def settings(self) -> dict[str, Any]:
@@ -222,32 +280,58 @@ class ScanPredictor:
             "max_diameter_mm": self.max_diameter_mm,
             "max_nodules": self.max_nodules,
             "lung_mask": self.use_lung_mask,
+            "precision": {None: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[self.amp_dtype],
         }
 
     # -- steps -------------------------------------------------------------------------------------------------
 
+    def window_aligned_box(self, box: Sequence[slice], shape: Sequence[int]) -> tuple[slice, slice, slice]:
+        """The box the sliding window runs on: ``box`` (the lungs) grown to hold every window that MONAI's sliding
+        window over the whole ``shape`` (same ROI and overlap) would place over it, at exactly those positions.
+
+        Windows start at multiples of the scan interval (the last one of an axis ends at the volume's end), so a
+        lung voxel gets the same blend of the same windows as in a whole-volume sliding window: restricting to the
+        lungs (and skipping windows without lung) changes no value inside them.
+        """
+        from monai.inferers.utils import _get_scan_interval
+
+        interval = _get_scan_interval(tuple(shape), self.sw_roi_size, 3, (self.overlap,) * 3)
+        out = []
+        for b, n, roi, step in zip(box, shape, self.sw_roi_size, interval, strict=True):
+            if n <= roi:
+                out.append(slice(0, n))
+                continue
+            # window starts along this axis, as monai.data.utils.dense_patch_slices places them
+            count = next(k for k in range(n) if k * step + roi >= n) + 1
+            starts = [min(k * step, n - roi) for k in range(count)]
+            over = [p for p in starts if p < b.stop and p + roi > b.start]
+            out.append(slice(over[0], over[-1] + roi))
+        return (out[0], out[1], out[2])
+
     def _autocast(self) -> Any:
-        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp)
+        return torch.autocast(
+            device_type=self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
 
-    def _isotropic(self, image: MetaTensor) -> MetaTensor:
-        out = self._spacing(self._orient(image))
-        if not isinstance(out, MetaTensor):  # pragma: no cover - MONAI keeps the meta by default
-            raise TypeError("expected a MetaTensor from Spacing")
-        return out
-
-    @torch.no_grad()
-    def _mask_probability(self, iso: MetaTensor, box: tuple[slice, slice, slice]) -> torch.Tensor:
-        """Mask probability ``(h, w, d)`` over ``box`` of the isotropic HU image (windowed box only: less memory)."""
+    @torch.inference_mode()
+    def _mask_probability(
+        self, iso: MetaTensor, box: tuple[slice, slice, slice], lung: NDArray[np.bool_] | None
+    ) -> tuple[torch.Tensor, dict[str, int]]:
+        """Mask probability ``(h, w, d)`` over ``box`` of the isotropic HU image (windowed box only: less memory),
+        and the windows run and skipped."""
         x = self.window(iso.as_tensor()[:, box[0], box[1], box[2]]).unsqueeze(0)
         adapter = SlidingWindowAdapter(self.network, heads="none")
+        mask_key = str(OutputKeys.MASK)
+        windows = _LungWindows(
+            lambda w: adapter(w)[mask_key], None if lung is None else torch.from_numpy(np.ascontiguousarray(lung[box]))
+        )
         with self._autocast():
-            out = self.inferer(x, adapter)
-        logits = out[str(OutputKeys.MASK)] if isinstance(out, Mapping) else out
+            logits = self.inferer(x, windows)
         if hasattr(logits, "as_tensor"):
             logits = logits.as_tensor()
-        return torch.sigmoid(logits[0, 0].float())
+        return torch.sigmoid(logits[0, 0].float()), {"windows": windows.run, "windows_skipped": windows.skipped}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _heads(self, iso: MetaTensor, centres_ras: Sequence[Sequence[float]]) -> tuple[list[dict], torch.Tensor]:
         """Head predictions and mask probabilities ``(N, h, w, d)`` of the crops centred on ``centres_ras``."""
         if not centres_ras:
@@ -257,6 +341,7 @@ class ScanPredictor:
         masks: list[torch.Tensor] = []
         for start in range(0, len(crops), self.sw_batch_size):
             batch = torch.stack(crops[start : start + self.sw_batch_size]).to(self.device)
+            batch = batch.contiguous(memory_format=torch.channels_last_3d)
             with self._autocast():
                 out = self.network(batch)
             for i in range(batch.shape[0]):
@@ -342,6 +427,8 @@ class ScanPredictor:
             )
         timings: dict[str, float] = {}
         warnings: list[str] = []
+        kept_prob: NDArray[np.float32] | None = None
+        counts: dict[str, int] = {}
         in_shape = tuple(int(s) for s in image.shape[1:])
         in_affine = np.asarray(image.affine, dtype=np.float64)
         if centres_ras is not None:
@@ -354,7 +441,7 @@ class ScanPredictor:
                     )
 
         t = time.perf_counter()
-        iso = self._isotropic(image)
+        iso = self._resampler.to_isotropic(image)
         hu = iso[0].numpy()
         timings["resample"] = time.perf_counter() - t
 
@@ -365,15 +452,21 @@ class ScanPredictor:
         box = bounding_box(lung) if lung is not None else None
         if box is None:
             box = (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
+        else:
+            box = self.window_aligned_box(box, hu.shape)
         voxel_mm3 = float(np.prod(self.spacing_mm))
         lung_ml = float(lung.sum()) * voxel_mm3 / 1000.0 if lung is not None else None
         timings["lung_mask"] = time.perf_counter() - t
 
         if centres_ras is None:
             t = time.perf_counter()
-            prob = self._mask_probability(iso, box).numpy()
+            prob_t, counts = self._mask_probability(iso, box, lung)
+            prob = prob_t.numpy()
             if lung is not None:
                 prob *= lung[box]
+            if self.keep_images:
+                kept_prob = np.zeros(hu.shape, dtype=np.float32)
+                kept_prob[box] = prob
             timings["sliding_window"] = time.perf_counter() - t
             t = time.perf_counter()
             box_labels, scores, centres_box = self._detect(prob, voxel_mm3)
@@ -400,9 +493,8 @@ class ScanPredictor:
                     warnings.append(f"nodule {k + 1}: no mask above threshold {self.threshold} near the given centre")
 
         t = time.perf_counter()
-        label_iso = MetaTensor(torch.from_numpy(iso_labels[None].astype(np.float32)), affine=iso.affine)
-        back = ResampleToMatch(mode="nearest", padding_mode="zeros", dtype=torch.float32)(label_iso, img_dst=image)
-        labels = np.rint(np.asarray(back[0])).astype(np.uint16 if len(centres) >= 255 else np.uint8)
+        label_dtype = np.uint16 if len(centres) >= 255 else np.uint8
+        labels = self._resampler.labels_to(iso_labels.astype(label_dtype), np.asarray(iso.affine), image)
         timings["restore_grid"] = time.perf_counter() - t
 
         counts_iso = np.bincount(iso_labels.ravel(), minlength=len(centres) + 1)
@@ -439,4 +531,7 @@ class ScanPredictor:
             warnings=warnings,
             isotropic_image=iso if self.keep_images else None,
             isotropic_labels=iso_labels if self.keep_images else None,
+            isotropic_probability=kept_prob,
+            isotropic_lung=lung if self.keep_images else None,
+            counts={**counts, "voxels_isotropic": int(np.prod(hu.shape))},
         )

@@ -95,14 +95,23 @@ def test_min_diameter_and_max_nodules(phantom, make_predictor) -> None:
     assert len(only) == 1 and only[0].label == 1
 
 
-def test_lung_mask_restricts_the_sliding_window(phantom, threshold_net) -> None:
-    image, affine, _ = phantom
+@pytest.fixture(scope="module")
+def wide_phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A wide field of view: the lungs fill the middle, windows at the sides hold none."""
+    return chest_phantom(shape=(240, 200, 48), spacing_mm=(0.9, 0.9, 2.5), nodules=NODULES, lps=True)
+
+
+def test_lung_mask_restricts_the_sliding_window(wide_phantom, threshold_net) -> None:
+    image, affine, _ = wide_phantom
     net_lung, net_all = threshold_net(), threshold_net()
     with_mask = ScanPredictor(net_lung, patch_size=(32, 32, 32), device="cpu", sw_batch_size=1)
-    assert len(with_mask.predict(_image(image, affine)).nodules) >= 3  # two nodules + the chest wall in the margin
+    restricted = with_mask.predict(_image(image, affine))
+    assert len(restricted.nodules) >= 3  # two nodules + the chest wall in the margin
     whole = ScanPredictor(net_all, patch_size=(32, 32, 32), device="cpu", sw_batch_size=1, use_lung_mask=False)
     result = whole.predict(_image(image, affine))
-    assert net_lung.calls < net_all.calls  # fewer windows inside the lungs' box
+    assert restricted.counts["windows"] < result.counts["windows"]  # only the windows holding lung run
+    assert result.counts["windows_skipped"] == 0
+    assert net_lung.calls == restricted.counts["windows"] + len(restricted.nodules)  # windows + one crop per nodule
     assert len(result.nodules) >= 1  # without the mask the body itself is a (huge) candidate
     assert max(n.volume_mm3 for n in result.nodules) > 10 * math.pi / 6.0 * 12.0**3
 
@@ -169,3 +178,35 @@ def test_cuda_with_amp_matches_cpu(phantom, make_predictor) -> None:
     gpu = gpu_predictor.predict(_image(image, affine))
     assert len(gpu.nodules) == len(cpu.nodules)
     assert _dice(gpu.labels > 0, cpu.labels > 0) > 0.98
+
+
+@pytest.mark.parametrize("overlap", [0.25, 0.5])
+def test_lung_box_and_skipped_windows_change_no_value_in_the_lungs(wide_phantom, threshold_net, overlap) -> None:
+    from monai.inferers import SlidingWindowInferer
+
+    class WindowMeanNet(threshold_net):
+        """Its mask logit depends on the window it sees (its mean), as a network with instance norm does."""
+
+        def segment(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return 40.0 * (x[:, :1] - 0.42) + 30.0 * (x[:, :1].mean(dim=(2, 3, 4), keepdim=True) - 0.3)
+
+    image, affine, _ = wide_phantom
+    roi = (32, 32, 32)
+
+    def run(aligned: bool):
+        predictor = ScanPredictor(WindowMeanNet(), patch_size=roi, overlap=overlap, device="cpu", keep_images=True)
+        if not aligned:
+            predictor.window_aligned_box = lambda box, shape: tuple(box)
+        return predictor, predictor.predict(_image(image, affine))
+
+    predictor, result = run(aligned=True)
+    assert result.counts["windows"] > 0 and result.counts["windows_skipped"] > 0
+    lung = result.isotropic_lung
+    x = predictor.window(result.isotropic_image.as_tensor()).unsqueeze(0)
+    whole = SlidingWindowInferer(roi, sw_batch_size=4, overlap=overlap, mode="gaussian")(x, WindowMeanNet().segment)
+    expected = torch.sigmoid(whole[0, 0]).numpy() * lung
+    np.testing.assert_allclose(result.isotropic_probability, expected, atol=1e-5)
+    # the same lungs with windows placed from the lungs' own corner: other windows, other values
+    _, misaligned = run(aligned=False)
+    assert np.abs(misaligned.isotropic_probability - expected).max() > 0.05
