@@ -21,11 +21,11 @@ Per iteration, from Ignite events (``GET_BATCH_STARTED``, ``GET_BATCH_COMPLETED`
 Configurations: every ``--cache-rates`` × ``--workers`` (the bundle's ``CacheDataset`` with ``cache_rate`` 1.0
 caches the deterministic head of the chain, load → RAS → spacing; 0.0 runs every transform every time); the
 baseline, for the ratios, is ``cache_rate 0.0`` with the first ``--workers`` value. Then ``--trainer-variants``
-rows, the cached configuration with the first ``--workers`` value and config-only overrides (no package change):
+rows, the cached configuration with the first ``--workers`` value and config overrides:
 
-* ``bf16``: on CPU the network's forward in ``bfloat16`` autocast through ``train#inferer`` (a lambda that wraps
-  the network in ``torch.autocast('cpu', dtype=torch.bfloat16)`` and casts the outputs back to fp32 for the loss;
-  MONAI's ``SupervisedTrainer`` only autocasts on CUDA, with ``amp: true``); on CUDA ``amp: true`` with
+* ``bf16``: on CPU the bundle's ``cpu_amp: true`` (``lung_nodule_mtl.engines.AutocastInferer``: the forward in
+  ``bfloat16`` autocast, outputs back to fp32 for the loss; MONAI's ``SupervisedTrainer`` only autocasts on CUDA,
+  with ``amp: true``); on CUDA ``amp: true`` with
   ``train#trainer#amp_kwargs: {dtype: bfloat16}``;
 * ``cl``: the network's weights in ``channels_last_3d`` (``network: $@network_def.to(@device,
   memory_format=torch.channels_last_3d)``), which makes the convolutions run channels-last;
@@ -83,12 +83,6 @@ CPU_STEP_VARIANTS = ("fp32", "bf16", "fp32-cl", "bf16-cl")
 CUDA_STEP_VARIANTS = ("fp32", "fp16", "bf16", "fp16-cl")
 STEP_PRECISIONS = ("fp32", "bf16", "fp16")
 
-BF16_INFERER = (
-    "$lambda inputs, network, *args, **kwargs: {{k: (v.float() if v.is_floating_point() else v) for k, v in "
-    "torch.autocast('{device_type}', dtype=torch.bfloat16)(network)(inputs, *args, **kwargs).items()}}"
-)
-"""``train#inferer`` override for the CPU bf16 trainer rows: the forward in bf16 autocast, outputs back to fp32 for
-the loss. Config only, no package change."""
 CHANNELS_LAST_NETWORK = "$@network_def.to(@device, memory_format=torch.channels_last_3d)"
 """``network`` override for the channels-last trainer rows."""
 
@@ -197,7 +191,7 @@ class TrainerConfig:
         if self.bf16 and device.type == "cuda":
             out.update({"amp": True, "train#trainer#amp_kwargs": {"dtype": "$torch.bfloat16"}})
         elif self.bf16:
-            out["train#inferer"] = BF16_INFERER.format(device_type=device.type)
+            out["cpu_amp"] = True  # the bundle's lung_nodule_mtl.engines.AutocastInferer
         if self.channels_last:
             out["network"] = CHANNELS_LAST_NETWORK
         return out

@@ -6,6 +6,7 @@ from lung_nodule_mtl.engines.checkpoint import (
     TrainingCheckpoint,
     latest_checkpoint,
 )
+from lung_nodule_mtl.engines.inferer import AutocastInferer, cpu_bf16_native
 from lung_nodule_mtl.engines.loss import TotalLoss
 from lung_nodule_mtl.engines.metrics import MultiTaskValidationMetric, mask_probability, multitask_output
 from lung_nodule_mtl.engines.prepare_batch import DEFAULT_TARGET_KEYS, MultiTaskPrepareBatch
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_TARGET_KEYS",
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
+    "AutocastInferer",
     "MultiTaskPrepareBatch",
     "MultiTaskValidationMetric",
     "NoduleEvaluationWriter",
@@ -27,6 +29,7 @@ __all__ = [
     "SplitPredictiond",
     "TotalLoss",
     "TrainingCheckpoint",
+    "cpu_bf16_native",
     "head_predictions",
     "latest_checkpoint",
     "mask_probability",

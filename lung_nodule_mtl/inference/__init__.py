@@ -4,7 +4,13 @@ from lung_nodule_mtl.inference.batch import BatchResult, case_outputs, predict_b
 from lung_nodule_mtl.inference.bundle import find_bundle, load_scan_predictor, model_info
 from lung_nodule_mtl.inference.io import Case, CTVolume, InputError, find_cases, load_ct, write_label_map
 from lung_nodule_mtl.inference.lung import bounding_box, lung_mask
-from lung_nodule_mtl.inference.pipeline import NodulePrediction, ScanPrediction, ScanPredictor, resolve_device
+from lung_nodule_mtl.inference.pipeline import (
+    NodulePrediction,
+    ScanPrediction,
+    ScanPredictor,
+    autocast_dtype,
+    resolve_device,
+)
 
 __all__ = [
     "BatchResult",
@@ -14,6 +20,7 @@ __all__ = [
     "NodulePrediction",
     "ScanPrediction",
     "ScanPredictor",
+    "autocast_dtype",
     "bounding_box",
     "case_outputs",
     "find_bundle",
