@@ -1,6 +1,7 @@
 """Networks: :class:`LNMSNet` (multi-task 3D ResNet U-Net with MSConv), its blocks, sliding-window, transfer helpers."""
 
 from lung_nodule_mtl.networks.blocks import BasicResBlock, ConvNormAct, DecoderStage, MSConv
+from lung_nodule_mtl.networks.growth import GrowthBatchKeys, GrowthOutputKeys, NoduleGrowthNet
 from lung_nodule_mtl.networks.lnmsnet import (
     DEEP_SUPERVISION_PREFIX,
     DEFAULT_HEADS,
@@ -19,9 +20,12 @@ __all__ = [
     "BasicResBlock",
     "ConvNormAct",
     "DecoderStage",
+    "GrowthBatchKeys",
+    "GrowthOutputKeys",
     "LNMSNet",
     "LoadReport",
     "MSConv",
+    "NoduleGrowthNet",
     "ResNetEncoder",
     "SlidingWindowAdapter",
     "deep_supervision_key",
