@@ -4,6 +4,7 @@ Each subcommand only parses its arguments and calls the library function that do
 everything the command line can do is importable too::
 
     lung-nodule-mtl synth --out data/synthetic --cases 24 --seed 0 --mode crops
+    lung-nodule-mtl synth --out data/growth --cases 24 --seed 0 --mode growth
     lung-nodule-mtl prepare-vois --vois ../shared/data/lidc_vois --out data/lidc_vois --folds 5
     lung-nodule-mtl export-bundle --out dist/lung_nodule_ct_mtl_v0.1.0.zip
     lung-nodule-mtl predict -i scans/ -o predictions/ [--nodules annotations.csv] [--qc]
@@ -32,6 +33,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from lung_nodule_mtl.data.synthetic import synthesize_dataset
 
     options: dict[str, Any] = {"scan_shape": tuple(args.scan_shape)} if args.scan_shape else {}
+    growth_options = {
+        "followup_intervals_days": ("--interval-days", args.interval_days),
+        "registration_shift_mm": ("--registration-shift-mm", args.registration_shift_mm),
+        "registration_rotation_deg": ("--registration-rotation-deg", args.registration_rotation_deg),
+    }
+    for key, (flag, value) in growth_options.items():
+        if value is None:
+            continue
+        if args.mode != "growth":
+            raise ValueError(f"{flag} applies to --mode growth only, got --mode {args.mode}.")
+        options[key] = tuple(value) if isinstance(value, list) else value
     summary = synthesize_dataset(
         args.out,
         cases=args.cases,
@@ -132,9 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=24, help="number of patients (default: 24)")
     p.add_argument(
         "--mode",
-        choices=("crops", "scans"),
+        choices=("crops", "scans", "growth"),  # synthetic.config.MODES, not imported: it loads the generator
         default="crops",
-        help="'crops': nodule-centred volumes; 'scans': whole chest volumes with several nodules (default: crops)",
+        help="'crops': nodule-centred volumes; 'scans': whole chest volumes with several nodules; 'growth': "
+        "per nodule a baseline and a follow-up crop on one grid, with the growth truth (default: crops)",
     )
     p.add_argument(
         "--scan-shape",
@@ -142,6 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=3,
         metavar=("X", "Y", "Z"),
         help="voxels of a whole scan in scans mode (default 256 256 160; 512 512 N gives clinical 0.6-0.75 mm pixels)",
+    )
+    p.add_argument(
+        "--interval-days",
+        type=float,
+        nargs="+",
+        metavar="DAYS",
+        help="growth mode: follow-up intervals drawn uniformly (default: 90/180/365/730 days by nodule type)",
+    )
+    p.add_argument(
+        "--registration-shift-mm",
+        type=float,
+        metavar="MM",
+        help="growth mode: largest shift of the follow-up crop against the baseline (default: 2 mm)",
+    )
+    p.add_argument(
+        "--registration-rotation-deg",
+        type=float,
+        metavar="DEG",
+        help="growth mode: largest rotation of the follow-up crop about the nodule centre (default: 3 degrees)",
     )
     p.add_argument(
         "--overwrite",

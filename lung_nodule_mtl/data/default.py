@@ -19,6 +19,7 @@ def resolve_datalist(
     synthetic_dir: str | os.PathLike[str] = "data/synthetic",
     cases: int = 24,
     seed: int = 0,
+    mode: str = "crops",
 ) -> str:
     """Path of the datalist JSON a bundle run reads.
 
@@ -26,7 +27,8 @@ def resolve_datalist(
     * else ``dataset_dir`` given: ``<dataset_dir>/datalist.json`` (as ``prepare-vois`` and
       ``synth`` write it).
     * else the built-in synthetic data in ``synthetic_dir``, generated on first use (``cases``
-      patients, ``seed``) and reused afterwards, so a fresh clone trains out of the box.
+      patients, ``seed``, ``mode``: ``crops`` or ``growth`` pairs) and reused afterwards, so a fresh clone
+      trains out of the box.
 
     Raises:
         FileNotFoundError: a datalist that was asked for does not exist.
@@ -51,5 +53,5 @@ def resolve_datalist(
         from lung_nodule_mtl.data.synthetic import synthesize_dataset
 
         logger.info("no dataset_dir: generating the built-in synthetic data in %s", synthetic_dir)
-        synthesize_dataset(synthetic_dir, cases=cases, seed=seed, mode="crops")
+        synthesize_dataset(synthetic_dir, cases=cases, seed=seed, mode=mode)
     return str(path)

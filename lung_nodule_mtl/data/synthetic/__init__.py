@@ -4,6 +4,9 @@
 and a MONAI-style ``datalist.json`` split by patient; :func:`generate_case` makes one case in memory
 (images, masks, tissue maps, affines, nodule records) for tests and inspection. Every number below
 is a named constant of :mod:`lung_nodule_mtl.data.synthetic.config` or a field of :class:`SynthConfig`.
+``growth`` mode (:func:`generate_growth_case`) writes each nodule at a baseline and a follow-up scan,
+for growth prediction; its growth model and registration noise are documented in
+:mod:`lung_nodule_mtl.data.synthetic.growth`.
 
 Determinism
     Case ``k`` of seed ``s`` draws from ``SeedSequence(s, spawn_key=(k,))`` split into independent
@@ -133,6 +136,7 @@ Items
 from lung_nodule_mtl.data.synthetic.anatomy import Patient, Segments, draw_patient
 from lung_nodule_mtl.data.synthetic.config import (
     CALCIFICATION_PATTERNS,
+    GROWTH_MODELS,
     LOCATIONS,
     MODES,
     NODULE_TYPES,
@@ -152,6 +156,21 @@ from lung_nodule_mtl.data.synthetic.dataset import (
     volume_items,
 )
 from lung_nodule_mtl.data.synthetic.geometry import Grid
+from lung_nodule_mtl.data.synthetic.growth import (
+    GROWTH_COLUMNS,
+    Growth,
+    GrowthCase,
+    GrowthKeys,
+    GrowthPair,
+    Registration,
+    draw_growth,
+    draw_growth_model,
+    draw_registration,
+    generate_growth_case,
+    grow_nodule,
+    pair_item,
+    render_followup,
+)
 from lung_nodule_mtl.data.synthetic.nodules import (
     Nodule,
     draw_nodule,
@@ -165,13 +184,20 @@ from lung_nodule_mtl.data.synthetic.render import SyntheticVolume, render_volume
 __all__ = [
     "ANNOTATIONS_FILE",
     "CALCIFICATION_PATTERNS",
+    "GROWTH_COLUMNS",
+    "GROWTH_MODELS",
     "LOCATIONS",
     "MODES",
     "NODULE_TYPES",
     "SHAPES",
     "Grid",
+    "Growth",
+    "GrowthCase",
+    "GrowthKeys",
+    "GrowthPair",
     "Nodule",
     "Patient",
+    "Registration",
     "Segments",
     "SynthConfig",
     "SyntheticCase",
@@ -179,14 +205,21 @@ __all__ = [
     "Tissue",
     "case_id",
     "crop_grid",
+    "draw_growth",
+    "draw_growth_model",
     "draw_nodule",
     "draw_patient",
+    "draw_registration",
     "generate_case",
+    "generate_growth_case",
+    "grow_nodule",
     "label_nodule",
     "lidc_attributes",
     "make_config",
     "malignancy_model",
+    "pair_item",
     "place_nodules",
+    "render_followup",
     "render_volume",
     "scan_grid",
     "synthesize_dataset",

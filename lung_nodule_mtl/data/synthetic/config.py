@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "CALCIFICATION_PATTERNS",
+    "GROWTH_MODELS",
     "LOCATIONS",
     "MODES",
     "NODULE_TYPES",
@@ -28,12 +29,14 @@ __all__ = [
 
 Range = tuple[float, float]
 
-MODES = ("crops", "scans")
-"""Values of ``mode``: nodule-centred crops, or whole chest volumes."""
+MODES = ("crops", "scans", "growth")
+"""Values of ``mode``: nodule-centred crops, whole chest volumes, or baseline/follow-up pairs of crops."""
 
 NODULE_TYPES = ("solid", "part_solid", "ground_glass", "calcified")
 SHAPES = ("round", "lobulated", "spiculated")
 LOCATIONS = ("isolated", "juxta_vascular", "juxta_pleural")
+GROWTH_MODELS = ("malignant_solid", "part_solid", "ground_glass", "benign_stable", "benign_shrinking")
+"""Growth models of ``growth`` mode (see :mod:`lung_nodule_mtl.data.synthetic.growth`)."""
 CALCIFICATION_PATTERNS = {1: "popcorn", 2: "laminated", 3: "solid", 4: "non_central", 5: "central"}
 """LIDC calcification ratings of calcified nodules and the pattern drawn for each (6 = absent)."""
 
@@ -484,6 +487,62 @@ PLACEMENT_CANDIDATES = 256
 PLACEMENT_ROUNDS = 8
 
 
+# ---------------------------------------------------------------------------------------------
+# Nodule growth between a baseline and a follow-up scan (``growth`` mode; see growth.py).
+# ---------------------------------------------------------------------------------------------
+GROWING_MODEL_OF_TYPE = {"solid": "malignant_solid", "part_solid": "part_solid", "ground_glass": "ground_glass"}
+"""The growing model of each non-calcified type (and the type each growing model forces)."""
+GROWTH_PROBABILITY_FLOOR = {"solid": 0.0, "part_solid": 0.5, "ground_glass": 0.3}
+"""A non-calcified nodule grows with probability ``max(malignancy_probability, floor[type])``."""
+SHRINKING_PROBABILITY = 0.25
+"""A non-growing, non-calcified nodule shrinks (resolving inflammation) with this probability, else is stable.
+Calcified nodules are always stable."""
+VDT_DAYS = {"malignant_solid": (100.0, 400.0), "part_solid": (400.0, 800.0), "ground_glass": (600.0, 1200.0)}
+"""Volume-doubling time (days) of the growing models, drawn log-uniformly."""
+HALVING_DAYS: Range = (150.0, 600.0)
+"""Volume-halving time (days) of shrinking nodules, drawn log-uniformly; their VDT is its negative."""
+FOLLOWUP_INTERVALS_DAYS = (90.0, 180.0, 365.0, 730.0)
+"""Clinical follow-up intervals (days): 3, 6, 12 and 24 months."""
+FOLLOWUP_INTERVAL_PROBABILITIES = {
+    # (90, 180, 365, 730) days, by what a reader sees at baseline (Fleischner-like)
+    "solid_small": (0.10, 0.30, 0.45, 0.15),
+    "solid_large": (0.40, 0.35, 0.20, 0.05),
+    "part_solid": (0.25, 0.35, 0.30, 0.10),
+    "ground_glass": (0.05, 0.25, 0.40, 0.30),
+    "calcified": (0.05, 0.15, 0.40, 0.40),
+}
+"""Probabilities of ``FOLLOWUP_INTERVALS_DAYS`` per baseline type; solid nodules are "small" below
+``SOLID_SIZE_CLASSES_MM[0]``."""
+INTERVAL_JITTER = 0.1
+"""The interval is the chosen one times ``U(1 - jitter, 1 + jitter)``, rounded to whole days."""
+FOLLOWUP_MIN_DIAMETER_MM = 2.0
+"""A shrinking nodule's follow-up diameter stays at least this (its upper bound is ``diameter_mm[1]``)."""
+LOBE_GROWTH_EXPONENT: Range = (0.5, 1.5)
+"""Relative lobe amplitudes scale by ``g ** e`` (``g`` the linear growth factor), so lobes grow faster
+than the core when ``g > 1``; capped at ``MAX_LOBE_AMPLITUDE``."""
+MAX_LOBE_AMPLITUDE = 0.35
+SPICULE_GROWTH_EXPONENT: Range = (1.2, 2.0)
+"""Spicule lengths (mm) scale by ``g ** e`` (faster than the core radius), capped at ``SPICULE_MAX_MM``."""
+AXIS_GROWTH_EXPONENT: Range = (-0.15, 0.15)
+"""Each principal semi-axis scales by ``g ** (1 + e_a)`` (anisotropic growth; the volume is then
+set exactly)."""
+SOLID_CORE_GROWTH_EXPONENT: Range = (0.5, 1.5)
+"""Part-solid nodules: the solid-to-whole diameter ratio scales by ``g ** e``, capped at ``MAX_SOLID_RATIO``."""
+MAX_SOLID_RATIO = 0.95
+SOLID_EMERGENCE_DAYS = 1500.0
+"""A growing ground-glass nodule develops a solid component (becomes part-solid) during the interval
+with probability ``1 - exp(-interval / SOLID_EMERGENCE_DAYS)``."""
+EMERGING_SOLID_RATIO: Range = (0.15, 0.35)
+"""Diameter of a newly appeared solid component, as a fraction of the nodule's."""
+GGO_DENSITY_HU_PER_DOUBLING: Range = (20.0, 60.0)
+"""Ground glass gets denser by this many HU per volume doubling (fainter when shrinking) ..."""
+GGO_DENSITY_LIMITS_HU = (-750.0, -300.0)
+"""... within these limits."""
+MAX_REGISTRATION_SHIFT_MM = 10.0
+MAX_REGISTRATION_ROTATION_DEG = 30.0
+"""Upper bounds accepted for the ``registration_shift_mm`` and ``registration_rotation_deg`` options."""
+
+
 def _positive_range(name: str, value: Any, integer: bool = False) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)
@@ -535,6 +594,17 @@ class SynthConfig:
         nodule_type_probabilities: probability of each of ``NODULE_TYPES`` (normalised).
         location_probabilities: probability of each of ``LOCATIONS`` (normalised).
         table: draw the scanner table under the patient.
+        growth_model_probabilities: ``growth`` mode: if given, the probability of each of
+            ``GROWTH_MODELS`` (normalised), drawn first; a growing model forces the nodule type
+            (``malignant_solid`` -> solid, ``part_solid``, ``ground_glass``) and ``benign_shrinking``
+            excludes calcified nodules. ``None`` (default): the model follows the nodule's type and
+            malignancy probability (see :mod:`~lung_nodule_mtl.data.synthetic.growth`).
+        followup_intervals_days: ``growth`` mode: if given, the clinical intervals (days) drawn
+            uniformly instead of ``FOLLOWUP_INTERVALS_DAYS`` with the per-type probabilities.
+        registration_shift_mm: ``growth`` mode: largest rigid translation (mm) of the follow-up crop
+            relative to the baseline (uniform in the ball of this radius).
+        registration_rotation_deg: ``growth`` mode: largest rigid rotation (degrees) of the follow-up
+            crop about the nodule centre (uniform angle, random axis).
     """
 
     crop_size_xy: int = 64
@@ -552,6 +622,10 @@ class SynthConfig:
     nodule_type_probabilities: Mapping[str, float] = field(default_factory=lambda: dict(NODULE_TYPE_PROBABILITIES))
     location_probabilities: Mapping[str, float] = field(default_factory=lambda: dict(LOCATION_PROBABILITIES))
     table: bool = True
+    growth_model_probabilities: Mapping[str, float] | None = None
+    followup_intervals_days: tuple[float, ...] | None = None
+    registration_shift_mm: float = 2.0
+    registration_rotation_deg: float = 3.0
 
     def __post_init__(self) -> None:
         """Check every option and normalise ranges to tuples; raise ``ValueError`` naming the option."""
@@ -590,6 +664,29 @@ class SynthConfig:
         )
         if not isinstance(self.table, bool):
             raise ValueError(f"table must be True or False, got {self.table!r}.")
+        if self.growth_model_probabilities is not None:
+            set_(
+                self,
+                "growth_model_probabilities",
+                _probabilities("growth_model_probabilities", self.growth_model_probabilities, GROWTH_MODELS),
+            )
+        if self.followup_intervals_days is not None:
+            days = self.followup_intervals_days
+            try:
+                values = tuple(float(d) for d in days)  # type: ignore[union-attr]
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"followup_intervals_days must be a sequence of days > 0, got {days!r}.") from e
+            if not values or not all(math.isfinite(d) and d > 0 for d in values):
+                raise ValueError(f"followup_intervals_days must be a non-empty sequence of days > 0, got {days!r}.")
+            set_(self, "followup_intervals_days", values)
+        for name, limit in (
+            ("registration_shift_mm", MAX_REGISTRATION_SHIFT_MM),
+            ("registration_rotation_deg", MAX_REGISTRATION_ROTATION_DEG),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= limit:
+                raise ValueError(f"{name} must be a number in [0, {limit}], got {value!r}.")
+            set_(self, name, float(value))
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON-friendly dictionary (recorded in the datalist's metadata)."""

@@ -46,6 +46,8 @@ SOURCE = "lung_nodule_mtl synthetic chest CT"
 IMAGES_DIR, LABELS_DIR = "images", "labels"
 DATALIST_FILE = "datalist.json"
 ANNOTATIONS_FILE = "annotations.csv"
+GROWTH_TABLE = "growth.csv"
+"""The per-pair table of ``growth`` mode (see :mod:`lung_nodule_mtl.data.synthetic.growth`)."""
 ANNOTATION_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
 FOV_MARGIN_MM = 12.0
 """A scan's field of view leaves at least this much air on each side of the body."""
@@ -58,7 +60,7 @@ CROP_EDGE_MARGIN_MM = 1.0
 """The crop offset never brings the nodule body closer than this to the crop's faces."""
 """Crops get enough slices for the nodule body plus this margin above and below it."""
 MAX_PLACEMENT_TRIES = 6
-_OWN_FILE = re.compile(rf"^\.?{CASE_PREFIX}-\d+(_\d+)?\.nii\.gz")
+_OWN_FILE = re.compile(rf"^\.?{CASE_PREFIX}-\d+(_\d+)?(_t[01])?\.nii\.gz")
 """Names of the files this module writes in images/ and labels/ (and of their temporary files)."""
 """A case draws fresh nodules this many times at most until one of them fits in the lungs."""
 
@@ -191,7 +193,8 @@ def generate_case(
     Args:
         index: 0-based case index (the patient ``SYN-<index + 1>``).
         seed: data-set seed.
-        mode: ``"crops"`` (one crop per nodule) or ``"scans"`` (one whole scan).
+        mode: ``"crops"`` (one crop per nodule) or ``"scans"`` (one whole scan); ``"growth"`` pairs
+            come from :func:`~lung_nodule_mtl.data.synthetic.growth.generate_growth_case`.
         config: generator options; keyword ``options`` override its fields (see :class:`SynthConfig`).
 
     Returns:
@@ -199,6 +202,11 @@ def generate_case(
     """
     _check_int("index", index, 0)
     _check_int("seed", seed, 0)
+    if mode == "growth":
+        raise ValueError(
+            "mode 'growth' makes baseline/follow-up pairs: use "
+            "lung_nodule_mtl.data.synthetic.generate_growth_case(index, seed, config) instead of generate_case."
+        )
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
     cfg = make_config(config, **options)
@@ -272,7 +280,7 @@ def _previous_output(out: Path) -> bool:
         if entry.name in (IMAGES_DIR, LABELS_DIR) and entry.is_dir():
             if not all(_OWN_FILE.match(f.name) for f in entry.iterdir()):
                 return False
-        elif not entry.name.lstrip(".").startswith((DATALIST_FILE, ANNOTATIONS_FILE)):
+        elif not entry.name.lstrip(".").startswith((DATALIST_FILE, ANNOTATIONS_FILE, GROWTH_TABLE)):
             return False
     return True
 
@@ -305,6 +313,8 @@ def _remove_stale(out: Path, written: set[str], mode: str) -> int:
                 removed += 1
     if mode != "scans" and (out / ANNOTATIONS_FILE).is_file():
         (out / ANNOTATIONS_FILE).unlink()
+    if mode != "growth" and (out / GROWTH_TABLE).is_file():
+        (out / GROWTH_TABLE).unlink()
     return removed
 
 
@@ -335,8 +345,10 @@ def synthesize_dataset(
     ``out_dir``, split by patient with :func:`~lung_nodule_mtl.data.datalist.build_datalist`); in
     ``scans`` mode also ``out_dir/annotations.csv`` in LUNA16's format (``seriesuid, coordX, coordY,
     coordZ, diameter_mm``, centres in **LPS** world mm). In ``crops`` mode a case is ``<patient>_<n>``
-    (one crop per nodule), in ``scans`` mode ``<patient>`` (the seriesuid). Every file is written
-    atomically.
+    (one crop per nodule), in ``scans`` mode ``<patient>`` (the seriesuid). In ``growth`` mode each
+    nodule gives a baseline/follow-up pair ``<patient>_<n>_t0`` / ``<patient>_<n>_t1`` on one grid, one
+    datalist item per pair with the growth truth, and ``out_dir/growth.csv`` (see
+    :mod:`lung_nodule_mtl.data.synthetic.growth`). Every file is written atomically.
 
     Args:
         out_dir: output folder: new, empty, or a previous (even interrupted) synthetic data set, whose
@@ -344,7 +356,7 @@ def synthesize_dataset(
             ``overwrite=True`` (then nothing in it is deleted).
         cases: number of patients (``>= 1``).
         seed: data-set seed (``>= 0``); case ``k`` depends only on ``(seed, k, options)``.
-        mode: ``"crops"`` or ``"scans"``.
+        mode: ``"crops"``, ``"scans"`` or ``"growth"``.
         n_folds: patient-level cross-validation folds (``>= 2``, at most the non-test patients).
         test_fraction: fraction of patients held out as ``test`` (``0 <= f < 1``).
         val_fold: the fold listed as ``validation``.
@@ -354,7 +366,8 @@ def synthesize_dataset(
     Returns:
         A JSON-friendly summary: the datalist path, mode, numbers of patients, nodules and files,
         counts by nodule type, shape and location, malignancy label counts, per-split counts, the
-        diameter range (mm), the annotations path (scans) and the seconds taken.
+        diameter range (mm), the annotations path (scans), the growth models, interval range and table
+        path (growth) and the seconds taken.
 
     Raises:
         ValueError: an argument or generator option is invalid, or ``out_dir`` is not usable.
@@ -383,7 +396,15 @@ def synthesize_dataset(
     items: list[dict[str, Any]] = []
     rows: list[list[Any]] = []
     written: set[str] = set()
+    growth_module = None
+    if mode == "growth":
+        from lung_nodule_mtl.data.synthetic import growth as growth_module  # imports this module
     for index in range(cases):
+        if growth_module is not None:
+            for pair in growth_module.generate_growth_case(index, seed, cfg).pairs:
+                written.update(growth_module.write_pair(pair, out))
+                items.append(growth_module.pair_item(pair))
+            continue
         case = generate_case(index, seed, mode, cfg)
         for vol in case.volumes:
             image_rel, label_rel = f"{IMAGES_DIR}/{vol.name}.nii.gz", f"{LABELS_DIR}/{vol.name}.nii.gz"
@@ -403,11 +424,22 @@ def synthesize_dataset(
         "diameter_mm": "diameter of the sphere of the nodule body's volume",
         "options": cfg.to_dict(),
     }
+    if growth_module is not None:
+        metadata["label"] = "baseline_mask / followup_mask: " + metadata["label"]
+        metadata["diameter_mm"] += " at baseline (followup_diameter_mm at follow-up)"
+        metadata["growth"] = {
+            "model": "V1 = V0 * 2 ** (interval_days / vdt_days); vdt_days < 0: shrinking; null: stable (V1 = V0)",
+            "volumes": "*_volume_mm3: model volume of the nodule body; *_mask_volume_mm3: label voxels around it",
+            "registration": "the follow-up crop shows at x the anatomy at c + R (x - c) + t (c the baseline "
+            "centre, t registration_translation_mm, R a rotation by registration_rotation_deg)",
+            "files": "<case>_t0 baseline, <case>_t1 follow-up, both on the baseline crop grid",
+        }
     datalist = build_datalist(
         items, n_folds=n_folds, val_fold=val_fold, test_fraction=float(test_fraction), seed=seed, metadata=metadata
     )
     path = write_datalist(datalist, out / DATALIST_FILE)
     annotations = _write_annotations(out / ANNOTATIONS_FILE, rows) if mode == "scans" else None
+    table = growth_module.write_growth_table(out / GROWTH_TABLE, datalist) if growth_module is not None else None
     if previous:
         _remove_stale(out, written, mode)
 
@@ -432,5 +464,10 @@ def synthesize_dataset(
     }
     if annotations is not None:
         summary["annotations"] = str(annotations)
+    if table is not None:
+        summary["growth_models"] = dict(sorted(Counter(item["growth_model"] for item in items).items()))
+        days = [int(item["interval_days"]) for item in items]
+        summary["interval_days"] = [min(days), max(days)]
+        summary["growth_table"] = str(table)
     summary["seconds"] = round(time.perf_counter() - start, 2)
     return summary
