@@ -220,8 +220,12 @@ def write_datalist(datalist: Mapping[str, Any], path: str | os.PathLike[str]) ->
     return atomic_write_json(dict(datalist), path)
 
 
+EXTRA_PATH_KEYS = ("baseline", "baseline_mask", "followup", "followup_mask")
+"""Other file keys made absolute like ``image``/``label`` (a growth pair's, see ``synth --mode growth``)."""
+
+
 def load_datalist(path: str | os.PathLike[str], split: str = DatalistSplit.TRAINING) -> list[dict[str, Any]]:
-    """Read one list of a datalist, with ``image``/``label`` paths made absolute.
+    """Read one list of a datalist, with ``image``/``label`` (and :data:`EXTRA_PATH_KEYS`) paths made absolute.
 
     A thin wrapper of :func:`monai.data.load_decathlon_datalist` that validates every item and
     says which file and item is wrong.
@@ -247,6 +251,9 @@ def load_datalist(path: str | os.PathLike[str], split: str = DatalistSplit.TRAIN
     items = load_decathlon_datalist(str(p), is_segmentation=True, data_list_key=split, base_dir=str(p.parent))
     for i, item in enumerate(items):
         validate_item(item, where=f"{p} [{split}][{i}]")
+        for key in EXTRA_PATH_KEYS:  # MONAI makes only image/label absolute
+            if isinstance(item.get(key), str) and not os.path.isabs(item[key]):
+                item[key] = os.path.normpath(os.path.join(p.parent, item[key]))
     return items
 
 

@@ -6,6 +6,7 @@ from lung_nodule_mtl.engines.checkpoint import (
     TrainingCheckpoint,
     latest_checkpoint,
 )
+from lung_nodule_mtl.engines.growth import GrowthPrepareBatch, evaluate_growth, followup_mask_output
 from lung_nodule_mtl.engines.inferer import AutocastInferer, cpu_bf16_native
 from lung_nodule_mtl.engines.loss import TotalLoss
 from lung_nodule_mtl.engines.metrics import MultiTaskValidationMetric, mask_probability, multitask_output
@@ -22,6 +23,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
     "AutocastInferer",
+    "GrowthPrepareBatch",
     "MultiTaskPrepareBatch",
     "MultiTaskValidationMetric",
     "NoduleEvaluationWriter",
@@ -30,6 +32,8 @@ __all__ = [
     "TotalLoss",
     "TrainingCheckpoint",
     "cpu_bf16_native",
+    "evaluate_growth",
+    "followup_mask_output",
     "head_predictions",
     "latest_checkpoint",
     "mask_probability",

@@ -36,6 +36,7 @@ from lung_nodule_mtl.transforms.crop import (
     RandNoduleCentredCropd,
     nodule_roi,
 )
+from lung_nodule_mtl.transforms.growth import get_growth_transforms
 from lung_nodule_mtl.transforms.labels import (
     INDETERMINATE_POLICIES,
     LABEL_KEYS,
@@ -80,6 +81,7 @@ __all__ = [
     "encode_attribute",
     "encode_malignancy",
     "encode_malignancy_score",
+    "get_growth_transforms",
     "get_inference_transforms",
     "get_train_transforms",
     "get_val_transforms",

@@ -1,0 +1,176 @@
+"""The growth network in MONAI's engines: batches, the validation metric's input, and the evaluation.
+
+:class:`GrowthPrepareBatch` gives MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator`` the baseline crop as the
+input, the interval (and the baseline mask, for a network with ``use_mask_input``) as keyword arguments of the
+network, and the follow-up crop and masks as the targets of :class:`~lung_nodule_mtl.losses.GrowthLoss`.
+:func:`evaluate_growth` scores a trained network on a datalist split beside the two baselines of
+:mod:`lung_nodule_mtl.metrics.growth` (no change; linear extrapolation of volume fitted on the training split).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.engines.utils import PrepareBatch
+from torch import nn
+
+from lung_nodule_mtl.constants import Keys
+from lung_nodule_mtl.metrics.growth import (
+    fit_growth_rate,
+    growth_scores,
+    no_change_prediction,
+    summarise_growth,
+    volume_extrapolation_prediction,
+)
+from lung_nodule_mtl.transforms.growth import FOLLOWUP_IMAGE_KEY, FOLLOWUP_LABEL_KEY
+from lung_nodule_mtl.utils.io import atomic_path, json_safe
+
+__all__ = ["GrowthPrepareBatch", "evaluate_growth", "followup_mask_output"]
+
+logger = logging.getLogger(__name__)
+
+INTERVAL_KEY = "interval_days"
+FOLLOWUP_KEY = FOLLOWUP_IMAGE_KEY
+FOLLOWUP_MASK_KEY = FOLLOWUP_LABEL_KEY
+
+
+class GrowthPrepareBatch(PrepareBatch):
+    """``(baseline, targets, (), {"interval_days": ..., ["mask": baseline mask]})`` on ``device``.
+
+    Args:
+        mask_input: pass the baseline mask to the network (``NoduleGrowthNet(use_mask_input=True)``).
+        target_keys: batch keys moved into the targets dict when present.
+    """
+
+    def __init__(
+        self,
+        mask_input: bool = False,
+        image_key: str = Keys.IMAGE,
+        mask_key: str = Keys.LABEL,
+        interval_key: str = INTERVAL_KEY,
+        target_keys: Sequence[str] = (Keys.LABEL.value, FOLLOWUP_KEY, FOLLOWUP_MASK_KEY),
+    ) -> None:
+        self.mask_input = bool(mask_input)
+        self.image_key, self.mask_key, self.interval_key = str(image_key), str(mask_key), str(interval_key)
+        self.target_keys = tuple(str(k) for k in target_keys)
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple, dict[str, torch.Tensor]]:
+        for key in (self.image_key, self.interval_key):
+            if key not in batchdata:
+                raise KeyError(f"growth batch has no {key!r} (keys: {sorted(map(str, batchdata))}).")
+        image = batchdata[self.image_key].to(device=device, non_blocking=non_blocking, **kwargs)
+        interval = torch.as_tensor(batchdata[self.interval_key], dtype=torch.float32, device=image.device)
+        targets = {
+            k: batchdata[k].to(device=device, non_blocking=non_blocking, **kwargs)
+            for k in self.target_keys
+            if isinstance(batchdata.get(k), torch.Tensor)
+        }
+        net_kwargs: dict[str, torch.Tensor] = {"interval_days": interval.reshape(-1)}
+        if self.mask_input:
+            net_kwargs["mask"] = batchdata[self.mask_key].to(device=device, non_blocking=non_blocking, **kwargs)
+        return image, targets, (), net_kwargs
+
+
+def followup_mask_output(output: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(predicted follow-up mask, true follow-up mask)`` as 0/1 batches, for MONAI's ``MeanDice`` handler
+    (``output_transform``) on an evaluator with ``decollate=False``."""
+    pred, label = output["pred"], output["label"]  # monai.utils.CommonKeys.PRED, .LABEL
+    return (pred["mask"] > 0).float(), (label[FOLLOWUP_MASK_KEY] > 0.5).float()
+
+
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+@torch.inference_mode()
+def evaluate_growth(
+    network: nn.Module,
+    dataloader: Iterable[Mapping[str, Any]],
+    train_items: Sequence[Mapping[str, Any]],
+    output_dir: str | os.PathLike[str],
+    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+    device: str | torch.device = "cpu",
+    prepare_batch: GrowthPrepareBatch | None = None,
+) -> dict[str, Any]:
+    """Score ``network`` on every pair of ``dataloader`` beside the no-change and volume-extrapolation baselines.
+
+    Writes ``metrics.json`` (per method: mean, std and count of every score; the fitted growth rate) and
+    ``per_nodule.csv`` (one row per pair and method) in ``output_dir``, atomically.
+
+    Args:
+        network: the trained growth network (put in eval mode).
+        dataloader: batches of the growth transforms (``train=False``).
+        train_items: the training split's datalist items (their volumes and intervals fit the extrapolation).
+        output_dir: where the files go.
+        spacing_mm: voxel size of the crops, for volumes.
+        device: where the network runs.
+        prepare_batch: how batches become network inputs (default :class:`GrowthPrepareBatch`).
+
+    Returns:
+        The metrics dict written to ``metrics.json``.
+    """
+    prepare = prepare_batch or GrowthPrepareBatch()
+    rate = fit_growth_rate(
+        {
+            "baseline_volume_mm3": it["baseline_mask_volume_mm3"],
+            "followup_volume_mm3": it["followup_mask_volume_mm3"],
+            "interval_days": it[INTERVAL_KEY],
+        }
+        for it in train_items
+    )
+    network.eval()
+    rows: list[dict[str, Any]] = []
+    for batch in dataloader:
+        x, targets, args, kwargs = prepare(batch, device)
+        out = network(x, *args, **kwargs)
+        ids = batch.get("case_id", [str(i) for i in range(x.shape[0])])
+        for i in range(x.shape[0]):
+            interval = float(kwargs["interval_days"][i])
+            base_img, base_mask = _as_numpy(x[i]), _as_numpy(targets[Keys.LABEL.value][i, 0])
+            true_img, true_mask = _as_numpy(targets[FOLLOWUP_KEY][i]), _as_numpy(targets[FOLLOWUP_MASK_KEY][i, 0])
+            predictions = {
+                "model": (np.clip(_as_numpy(out["image"][i]), 0.0, 1.0), _as_numpy(out["mask"][i, 0]) > 0),
+                "no_change": no_change_prediction(base_img, base_mask),
+                "volume_extrapolation": volume_extrapolation_prediction(base_img, base_mask, rate, interval),
+            }
+            for method, (img, mask) in predictions.items():
+                scores = growth_scores(img, mask, true_img, true_mask, base_mask, interval, spacing_mm)
+                rows.append({"case_id": str(ids[i]), "method": method, "interval_days": interval, **scores})
+    methods = ("model", "no_change", "volume_extrapolation")
+    metrics: dict[str, Any] = {
+        "n_pairs": sum(r["method"] == "model" for r in rows),
+        "extrapolation_rate_per_day": rate,
+        **{m: summarise_growth([r for r in rows if r["method"] == m]) for m in methods},
+    }
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "metrics.json") as tmp, open(tmp, "w") as f:
+        json.dump(json_safe(metrics), f, indent=2)
+        f.write("\n")
+    if rows:
+        with atomic_path(out_dir / "per_nodule.csv") as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    logger.info(
+        "growth evaluation of %d pairs: follow-up Dice model %.3f, no change %.3f, volume extrapolation %.3f",
+        metrics["n_pairs"],
+        metrics["model"]["dice"]["mean"],
+        metrics["no_change"]["dice"]["mean"],
+        metrics["volume_extrapolation"]["dice"]["mean"],
+    )
+    return metrics
