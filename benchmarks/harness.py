@@ -26,13 +26,15 @@ DEFAULT_WORK_DIR = REPO / "benchmarks" / ".work"
 
 
 def cpu_model() -> str:
+    """The CPU's model name, with its bfloat16 features (``avx512_bf16``, ``amx_bf16``, ``amx_tile``) if any."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    extras = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return (model or platform.machine()) + (f" ({', '.join(extras)})" if extras else "")
 
 
 def machine() -> dict[str, Any]:

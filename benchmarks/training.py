@@ -70,6 +70,9 @@ from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 from monai.utils import CommonKeys, set_determinism
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # the benchmarks' shared pieces (machine line, atomic JSON)
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_CONFIG = REPO / "bundle" / "configs" / "train.yaml"
 
@@ -390,18 +393,6 @@ def run_raw_steps(
 # machine, report
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            info = f.read()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    extras = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return (model or platform.machine()) + (f" ({', '.join(extras)})" if extras else "")
-
-
 def machine_info(device: torch.device) -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     try:
@@ -409,7 +400,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     except AttributeError:
         usable = os.cpu_count() or 0
     return {
-        "cpu": cpu_model(),
+        "cpu": harness.cpu_model(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "torch_threads": torch.get_num_threads(),
@@ -498,21 +489,6 @@ def format_report(results: Mapping[str, Any]) -> str:
 def _display_path(path: Path) -> str:
     path = Path(path).resolve()
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
-def write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write ``payload`` atomically: a temporary file beside ``path``, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -741,7 +717,7 @@ def _run(arg_parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Se
     }
     print(format_report(results))
     if args.json is not None:
-        write_json(args.json, results)
+        harness.write_json(args.json, results)
         print(f"results written to {args.json}", file=sys.stderr)
     return results
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.engines.utils import PrepareBatch
 from torch import nn
 
 from lung_nodule_mtl.constants import Keys
+from lung_nodule_mtl.engines.prepare_batch import MultiTaskPrepareBatch
 from lung_nodule_mtl.metrics.growth import (
     fit_growth_rate,
     growth_scores,
@@ -42,11 +42,12 @@ FOLLOWUP_KEY = FOLLOWUP_IMAGE_KEY
 FOLLOWUP_MASK_KEY = FOLLOWUP_LABEL_KEY
 
 
-class GrowthPrepareBatch(PrepareBatch):
+class GrowthPrepareBatch(MultiTaskPrepareBatch):
     """``(baseline, targets, (), {"interval_days": ..., ["mask": baseline mask]})`` on ``device``.
 
     Args:
         mask_input: pass the baseline mask to the network (``NoduleGrowthNet(use_mask_input=True)``).
+        image_key, mask_key, interval_key: batch keys of the baseline crop, its mask and the interval.
         target_keys: batch keys moved into the targets dict when present.
     """
 
@@ -58,27 +59,21 @@ class GrowthPrepareBatch(PrepareBatch):
         interval_key: str = INTERVAL_KEY,
         target_keys: Sequence[str] = (Keys.LABEL.value, FOLLOWUP_KEY, FOLLOWUP_MASK_KEY),
     ) -> None:
+        super().__init__(image_key=image_key, target_keys=target_keys)
         self.mask_input = bool(mask_input)
-        self.image_key, self.mask_key, self.interval_key = str(image_key), str(mask_key), str(interval_key)
-        self.target_keys = tuple(str(k) for k in target_keys)
+        self.mask_key, self.interval_key = str(mask_key), str(interval_key)
 
-    def __call__(
+    def __call__(  # type: ignore[override]
         self,
         batchdata: Mapping[str, Any],
         device: str | torch.device | None = None,
         non_blocking: bool = False,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple, dict[str, torch.Tensor]]:
-        for key in (self.image_key, self.interval_key):
-            if key not in batchdata:
-                raise KeyError(f"growth batch has no {key!r} (keys: {sorted(map(str, batchdata))}).")
-        image = batchdata[self.image_key].to(device=device, non_blocking=non_blocking, **kwargs)
+        if self.interval_key not in batchdata:
+            raise KeyError(f"growth batch has no {self.interval_key!r} (keys: {sorted(map(str, batchdata))}).")
+        image, targets = super().__call__(batchdata, device, non_blocking, **kwargs)
         interval = torch.as_tensor(batchdata[self.interval_key], dtype=torch.float32, device=image.device)
-        targets = {
-            k: batchdata[k].to(device=device, non_blocking=non_blocking, **kwargs)
-            for k in self.target_keys
-            if isinstance(batchdata.get(k), torch.Tensor)
-        }
         net_kwargs: dict[str, torch.Tensor] = {"interval_days": interval.reshape(-1)}
         if self.mask_input:
             net_kwargs["mask"] = batchdata[self.mask_key].to(device=device, non_blocking=non_blocking, **kwargs)

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from monai.networks.blocks import DVF2DDF, Warp
 from monai.networks.layers.factories import Conv
-from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
 from lung_nodule_mtl.constants import StrEnum
 from lung_nodule_mtl.networks.blocks import ActSpec, ConvNormAct, DecoderStage, MSConv
-from lung_nodule_mtl.networks.lnmsnet import ResNetEncoder
+from lung_nodule_mtl.networks.lnmsnet import ResNetEncoder, _is_int, check_encoder_arguments
 from lung_nodule_mtl.networks.transfer import LoadReport, load_partial_state
 
 __all__ = [
@@ -48,9 +48,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_MAX_LEVELS = 6
 _FIELDS = ("svf", "ddf")
-_UPSAMPLE = ("deconv", "nontrainable")
 ENCODER_PREFIXES: tuple[str, ...] = ("encoder.", "bottleneck_ms.")
 """State-dict prefixes of the shared encoder; identical in :class:`~lung_nodule_mtl.networks.LNMSNet`."""
 _STEM_KEY = "encoder.conv1.weight"
@@ -97,10 +95,6 @@ class GrowthBatchKeys(StrEnum):
 
 def _bad(name: str, expected: str, got: object) -> ValueError:
     return ValueError(f"NoduleGrowthNet: {name} must be {expected}, got {got!r}.")
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_number(v: object) -> bool:
@@ -379,35 +373,15 @@ class NoduleGrowthNet(nn.Module):
         identity_init: bool = True,
     ) -> None:
         super().__init__()
-        if spatial_dims != 3:
-            raise _bad("spatial_dims", "3 (only 3D is supported)", spatial_dims)
-        for name, value in (
-            ("in_channels", in_channels),
-            ("init_filters", init_filters),
-            ("integration_steps", integration_steps),
-            ("cond_channels", cond_channels),
-        ):
+        check_encoder_arguments(
+            "NoduleGrowthNet", spatial_dims, in_channels, init_filters, blocks, msconv_dilations, upsample, act, norm
+        )
+        for name, value in (("integration_steps", integration_steps), ("cond_channels", cond_channels)):
             if not _is_int(value) or value < 1:
                 raise _bad(name, "a positive integer", value)
-        if (
-            isinstance(blocks, str)
-            or not isinstance(blocks, Sequence)
-            or not 1 <= len(blocks) <= _MAX_LEVELS
-            or not all(_is_int(b) and b >= 1 for b in blocks)
-        ):
-            raise _bad("blocks", f"a list of 1 to {_MAX_LEVELS} positive integers (e.g. [2, 2, 2, 2])", blocks)
         for name, flag in (("msconv", msconv), ("use_mask_input", use_mask_input), ("identity_init", identity_init)):
             if not isinstance(flag, bool):
                 raise _bad(name, "a bool", flag)
-        if (
-            isinstance(msconv_dilations, str)
-            or not isinstance(msconv_dilations, Sequence)
-            or len(msconv_dilations) == 0
-            or not all(_is_int(d) and d >= 1 for d in msconv_dilations)
-        ):
-            raise _bad("msconv_dilations", "a non-empty list of positive integers (e.g. [1, 2, 3])", msconv_dilations)
-        if upsample not in _UPSAMPLE:
-            raise _bad("upsample", "'deconv' or 'nontrainable'", upsample)
         if field not in _FIELDS:
             raise _bad("field", "'svf' (stationary velocity field) or 'ddf' (direct displacement)", field)
         if not _is_number(interval_scale_days) or interval_scale_days <= 0:
@@ -427,16 +401,6 @@ class NoduleGrowthNet(nn.Module):
             raise _bad("residual_margin", "None or a non-negative number of voxels", residual_margin)
         if not _is_number(mask_eps) or not 0 < mask_eps < 0.5:
             raise _bad("mask_eps", "a number in (0, 0.5)", mask_eps)
-        for name, spec, factory in (
-            ("act", act, lambda s: get_act_layer(name=s)),
-            ("norm", norm, lambda s: get_norm_layer(name=s, spatial_dims=3, channels=init_filters)),
-        ):
-            try:
-                factory(spec)
-            except Exception as e:  # MONAI raises several types for an unknown name or bad arguments
-                raise _bad(
-                    name, "a MONAI layer-factory spec such as 'relu' or ('instance', {'affine': True})", spec
-                ) from e
 
         self.in_channels = in_channels
         self.use_mask_input = use_mask_input

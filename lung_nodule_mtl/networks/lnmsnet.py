@@ -23,7 +23,7 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
 
 from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, ATTRIBUTE_NAMES, Keys, OutputKeys
-from lung_nodule_mtl.networks.blocks import DecoderStage, MSConv, make_res_layer
+from lung_nodule_mtl.networks.blocks import ActSpec, DecoderStage, MSConv, NormSpec, make_res_layer
 
 __all__ = [
     "DEEP_SUPERVISION_PREFIX",
@@ -65,12 +65,64 @@ def deep_supervision_key(level: int) -> str:
     return f"{DEEP_SUPERVISION_PREFIX}{level}"
 
 
-def _bad(name: str, expected: str, got: object) -> ValueError:
-    return ValueError(f"LNMSNet: {name} must be {expected}, got {got!r}.")
+def _bad(name: str, expected: str, got: object, owner: str = "LNMSNet") -> ValueError:
+    return ValueError(f"{owner}: {name} must be {expected}, got {got!r}.")
 
 
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_encoder_arguments(
+    owner: str,
+    spatial_dims: int,
+    in_channels: int,
+    init_filters: int,
+    blocks: Sequence[int],
+    msconv_dilations: Sequence[int],
+    upsample: str,
+    act: ActSpec,
+    norm: NormSpec,
+) -> None:
+    """The checks of the arguments every network on :class:`ResNetEncoder` shares (``LNMSNet``,
+    ``NoduleGrowthNet``).
+
+    Raises:
+        ValueError: ``"<owner>: <name> must be ..., got ..."`` for the first bad argument.
+    """
+    if spatial_dims != 3:
+        raise _bad("spatial_dims", "3 (only 3D is supported)", spatial_dims, owner)
+    for name, value in (("in_channels", in_channels), ("init_filters", init_filters)):
+        if not _is_int(value) or value < 1:
+            raise _bad(name, "a positive integer", value, owner)
+    if (
+        isinstance(blocks, str)
+        or not isinstance(blocks, Sequence)
+        or not 1 <= len(blocks) <= _MAX_LEVELS
+        or not all(_is_int(b) and b >= 1 for b in blocks)
+    ):
+        raise _bad("blocks", f"a list of 1 to {_MAX_LEVELS} positive integers (e.g. [2, 2, 2, 2])", blocks, owner)
+    if (
+        isinstance(msconv_dilations, str)
+        or not isinstance(msconv_dilations, Sequence)
+        or len(msconv_dilations) == 0
+        or not all(_is_int(d) and d >= 1 for d in msconv_dilations)
+    ):
+        raise _bad(
+            "msconv_dilations", "a non-empty list of positive integers (e.g. [1, 2, 3])", msconv_dilations, owner
+        )
+    if upsample not in ("deconv", "nontrainable"):
+        raise _bad("upsample", "'deconv' or 'nontrainable'", upsample, owner)
+    for name, spec, factory in (
+        ("act", act, lambda s: get_act_layer(name=s)),
+        ("norm", norm, lambda s: get_norm_layer(name=s, spatial_dims=3, channels=init_filters)),
+    ):
+        try:
+            factory(spec)
+        except Exception as e:  # MONAI raises several types for an unknown name or bad arguments
+            raise _bad(
+                name, "a MONAI layer-factory spec such as 'relu' or ('instance', {'affine': True})", spec, owner
+            ) from e
 
 
 class ResNetEncoder(nn.Sequential):
@@ -264,22 +316,11 @@ class LNMSNet(nn.Module):
         frozen_stages: Sequence[str | int] = (),
     ) -> None:
         super().__init__()
-        if spatial_dims != 3:
-            raise _bad("spatial_dims", "3 (only 3D is supported)", spatial_dims)
-        for name, value in (
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("init_filters", init_filters),
-        ):
-            if not _is_int(value) or value < 1:
-                raise _bad(name, "a positive integer", value)
-        if (
-            isinstance(blocks, str)
-            or not isinstance(blocks, Sequence)
-            or not 1 <= len(blocks) <= _MAX_LEVELS
-            or not all(_is_int(b) and b >= 1 for b in blocks)
-        ):
-            raise _bad("blocks", f"a list of 1 to {_MAX_LEVELS} positive integers (e.g. [2, 2, 2, 2])", blocks)
+        check_encoder_arguments(
+            "LNMSNet", spatial_dims, in_channels, init_filters, blocks, msconv_dilations, upsample, act, norm
+        )
+        if not _is_int(out_channels) or out_channels < 1:
+            raise _bad("out_channels", "a positive integer", out_channels)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise _bad("dropout", "a probability in [0, 1)", dropout)
         for name, value in (
@@ -290,13 +331,6 @@ class LNMSNet(nn.Module):
         ):
             if not isinstance(value, bool):
                 raise _bad(name, "a bool", value)
-        if (
-            isinstance(msconv_dilations, str)
-            or not isinstance(msconv_dilations, Sequence)
-            or len(msconv_dilations) == 0
-            or not all(_is_int(d) and d >= 1 for d in msconv_dilations)
-        ):
-            raise _bad("msconv_dilations", "a non-empty list of positive integers (e.g. [1, 2, 3])", msconv_dilations)
         head_names = list(DEFAULT_HEADS) if heads is None else heads
         if isinstance(head_names, str) or not isinstance(head_names, Sequence):
             raise _bad("heads", f"None or a list of names among {sorted(HEAD_CLASSES)}", heads)
@@ -321,18 +355,6 @@ class LNMSNet(nn.Module):
             raise _bad(
                 "deep_supr_num", f"an integer in [1, {len(blocks) - 1}] for blocks={list(blocks)}", deep_supr_num
             )
-        if upsample not in ("deconv", "nontrainable"):
-            raise _bad("upsample", "'deconv' or 'nontrainable'", upsample)
-        for name, spec, factory in (
-            ("act", act, lambda s: get_act_layer(name=s)),
-            ("norm", norm, lambda s: get_norm_layer(name=s, spatial_dims=3, channels=init_filters)),
-        ):
-            try:
-                factory(spec)
-            except Exception as e:  # MONAI raises several types for an unknown name or bad arguments
-                raise _bad(
-                    name, "a MONAI layer-factory spec such as 'relu' or ('instance', {'affine': True})", spec
-                ) from e
 
         self.spatial_dims = 3
         self.in_channels = in_channels
