@@ -21,6 +21,7 @@ from typing import Any
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.cli.common import print_summary
 from lung_nodule_mtl.cli.froc import register as register_froc
+from lung_nodule_mtl.cli.growth import register as register_growth
 from lung_nodule_mtl.cli.lidc import register as register_lidc
 from lung_nodule_mtl.cli.luna16 import register as register_luna16
 
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     register_froc(sub)
+    register_growth(sub)
     register_lidc(sub)
     register_luna16(sub)
     return parser

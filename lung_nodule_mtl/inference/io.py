@@ -86,6 +86,7 @@ __all__ = [
     "check_hounsfield",
     "find_cases",
     "load_ct",
+    "read_volume",
     "write_label_map",
 ]
 
@@ -889,6 +890,19 @@ def _read_dicom(path: Path) -> _Loaded:
 
 
 _READERS = {"nifti": _read_nifti, "metaimage": _read_metaimage, "dicom": _read_dicom}
+
+
+def read_volume(case: Case) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """A NIfTI or MetaImage volume that is not CT (a mask, a label map): ``(array (H, W, D) float32, voxel → RAS
+    affine)``, read and checked as :func:`load_ct` reads (same file kinds and one-line errors), without the HU check.
+
+    Raises:
+        InputError: as :func:`load_ct` (except for HU values), and for a DICOM folder.
+    """
+    if case.kind == "dicom":
+        raise InputError(case.path, "expected a NIfTI or MetaImage volume, got a DICOM series folder")
+    loaded = _READERS[case.kind](Path(case.path))
+    return loaded.array, loaded.affine
 
 
 def load_ct(case: Case) -> CTVolume:
