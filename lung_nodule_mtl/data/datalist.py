@@ -38,6 +38,7 @@ from lung_nodule_mtl.utils.io import atomic_write_json
 
 __all__ = [
     "build_datalist",
+    "build_datalist_or_fewer_folds",
     "load_datalist",
     "patient_folds",
     "read_splits",
@@ -192,6 +193,52 @@ def build_datalist(
         DatalistSplit.TEST.value: test,
     }
     return select_fold(datalist | {DatalistSplit.TRAINING.value: rest}, val_fold)
+
+
+def build_datalist_or_fewer_folds(
+    items: Iterable[Mapping[str, Any]],
+    n_folds: int = 5,
+    val_fold: int = 0,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    metadata: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """:func:`build_datalist` for data sets that may be too small for it (a converter run on a few patients).
+
+    With fewer patients outside ``test`` than ``n_folds``, as many folds as patients; with fewer than two, every
+    item in ``training`` (fold 0) and no ``validation`` or ``test``.
+
+    Returns:
+        ``(datalist, notes)``: the notes say what was reduced (empty when nothing was).
+    """
+    items_ = [dict(item) for item in items]
+    patients = {str(item[Keys.PATIENT_ID]) for item in items_}
+    n_test = round(test_fraction * len(patients))
+    folds = min(n_folds, len(patients) - n_test)
+    if folds >= 2:
+        notes = [] if folds == n_folds else [f"{len(patients) - n_test} patients outside 'test': {folds} folds"]
+        datalist = build_datalist(
+            items_, folds, min(val_fold, folds - 1), test_fraction=test_fraction, seed=seed, metadata=metadata
+        )
+        return datalist, notes
+    listed = [{**item, Keys.FOLD.value: 0} for item in items_]
+    for i, item in enumerate(listed):
+        validate_item(item, where=f"item {i} ({item.get(Keys.CASE_ID, item.get(Keys.IMAGE))})")
+    datalist = {
+        "metadata": {
+            "format": "lung_nodule_mtl datalist v1",
+            "center_world_mm": "RAS world coordinates, mm",
+            "n_folds": 1,
+            "val_fold": None,
+            "test_fraction": 0.0,
+            "seed": seed,
+            **(dict(metadata) if metadata else {}),
+        },
+        DatalistSplit.TRAINING.value: listed,
+        DatalistSplit.VALIDATION.value: [],
+        DatalistSplit.TEST.value: [],
+    }
+    return datalist, [f"{len(patients)} patient(s): too few for folds and a test split; every item in 'training'"]
 
 
 def select_fold(datalist: Mapping[str, Any], val_fold: int) -> dict[str, Any]:

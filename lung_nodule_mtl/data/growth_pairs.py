@@ -112,7 +112,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from lung_nodule_mtl.constants import AIR_HU, DatalistSplit, Keys, lps_to_ras
-from lung_nodule_mtl.data.datalist import build_datalist, validate_item, write_datalist
+from lung_nodule_mtl.data.datalist import build_datalist_or_fewer_folds, write_datalist
 from lung_nodule_mtl.data.synthetic.growth import BASELINE_SUFFIX, FOLLOWUP_SUFFIX, GrowthKeys
 from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe
 
@@ -1091,42 +1091,6 @@ def _reusable(record_path: Path, out: Path, key: dict[str, Any]) -> dict[str, An
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _datalist(
-    items: list[dict[str, Any]],
-    n_folds: int,
-    test_fraction: float,
-    seed: int,
-    metadata: dict[str, Any],
-    notes: list[str],
-) -> dict[str, Any]:
-    """:func:`build_datalist`, with fewer folds (or none) when there are too few patients."""
-    patients = sorted({str(item[Keys.PATIENT_ID]) for item in items})
-    n_test = round(test_fraction * len(patients))
-    folds = min(n_folds, len(patients) - n_test)
-    if folds >= 2:
-        if folds < n_folds:
-            notes.append(f"{len(patients) - n_test} patients outside 'test': {folds} folds instead of {n_folds}")
-        return build_datalist(items, n_folds=folds, test_fraction=test_fraction, seed=seed, metadata=metadata)
-    notes.append(f"{len(patients)} patient(s): too few for folds and a test split; every item is in 'training', fold 0")
-    listed = [{**item, Keys.FOLD.value: 0} for item in items]
-    for i, item in enumerate(listed):
-        validate_item(item, where=f"item {i} ({item.get(Keys.CASE_ID)})")
-    return {
-        "metadata": {
-            "format": "lung_nodule_mtl datalist v1",
-            "center_world_mm": "RAS world coordinates, mm",
-            "n_folds": 1,
-            "val_fold": None,
-            "test_fraction": 0.0,
-            "seed": seed,
-            **metadata,
-        },
-        DatalistSplit.TRAINING.value: listed,
-        DatalistSplit.VALIDATION.value: [],
-        DatalistSplit.TEST.value: [],
-    }
-
-
 def prepare_growth_pairs(
     pairs_csv: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -1259,7 +1223,10 @@ def prepare_growth_pairs(
     datalist_path = None
     splits: dict[str, int] = {}
     if items:
-        datalist = _datalist(items, int(n_folds), float(test_fraction), int(seed), metadata, notes)
+        datalist, reduced = build_datalist_or_fewer_folds(
+            items, int(n_folds), test_fraction=float(test_fraction), seed=int(seed), metadata=metadata
+        )
+        notes += reduced
         datalist_path = write_datalist(json_safe(datalist), out / DATALIST_FILE)
         splits = {s.value: len(datalist[s.value]) for s in DatalistSplit}
         where = {

@@ -10,6 +10,7 @@ import pytest
 from lung_nodule_mtl.constants import Keys
 from lung_nodule_mtl.data.datalist import (
     build_datalist,
+    build_datalist_or_fewer_folds,
     load_datalist,
     patient_folds,
     select_fold,
@@ -140,3 +141,17 @@ def test_load_errors_name_the_file(tmp_path) -> None:
     wrong.write_text(json.dumps({"training": [{**make_items(1)[0], "malignancy": 7}]}))
     with pytest.raises(ValueError, match=r"wrong.json \[training\]\[0\]"):
         load_datalist(wrong)
+
+
+@pytest.mark.parametrize(("n_patients", "folds", "reduced"), [(20, 5, False), (5, 4, True), (3, 2, True), (1, 1, True)])
+def test_fewer_folds_for_few_patients(n_patients: int, folds: int, reduced: bool) -> None:
+    items = make_items(n_patients)
+    datalist, notes = build_datalist_or_fewer_folds(items, n_folds=5, test_fraction=0.2, seed=1)
+    assert datalist["metadata"]["n_folds"] == folds and bool(notes) == reduced
+    splits = [datalist[k] for k in ("training", "validation", "test")]
+    assert sum(len(s) for s in splits) == len(items)
+    patients = [{i["patient_id"] for i in s} for s in splits]
+    assert not (patients[0] & patients[1]) and not (patients[0] & patients[2]) and not (patients[1] & patients[2])
+    if folds == 1:
+        assert datalist["validation"] == [] and datalist["test"] == [] and "too few" in notes[0]
+        assert {i["fold"] for i in datalist["training"]} == {0}

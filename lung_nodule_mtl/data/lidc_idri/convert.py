@@ -61,12 +61,11 @@ from numpy.typing import NDArray
 
 from lung_nodule_mtl.constants import (
     ATTRIBUTE_NAMES,
-    DatalistSplit,
     Keys,
     malignancy_label_from_score,
     ras_to_lps,
 )
-from lung_nodule_mtl.data.datalist import build_datalist, validate_item, write_datalist
+from lung_nodule_mtl.data.datalist import build_datalist_or_fewer_folds, validate_item, write_datalist
 from lung_nodule_mtl.data.lidc_idri.masks import (
     AnnotationMask,
     SliceLookup,
@@ -646,38 +645,6 @@ def _remove_stale_labels(out: Path, scan_id: str) -> None:
                 p.unlink()
 
 
-def _datalist(items: list[dict[str, Any]], n_folds: int, val_fold: int, test_fraction: float, seed: int,
-              metadata: dict[str, Any], notes: list[str]) -> dict[str, Any]:  # fmt: skip
-    n_patients = len({item[Keys.PATIENT_ID] for item in items})
-    if n_patients >= 2:
-        folds = min(n_folds, n_patients)
-        if folds < n_folds:
-            notes.append(f"{n_patients} patients with nodules: {folds} folds instead of {n_folds}")
-        return build_datalist(
-            items, n_folds=folds, val_fold=min(val_fold, folds - 1), test_fraction=test_fraction, seed=seed,
-            metadata=metadata,
-        )  # fmt: skip
-    notes.append(f"{n_patients} patient(s) with nodules: too few for folds; every item is in 'training', fold 0")
-    listed = [{**item, Keys.FOLD.value: 0} for item in items]
-    for i, item in enumerate(listed):
-        validate_item(item, where=f"item {i}")
-    datalist = {
-        "metadata": {
-            "format": "lung_nodule_mtl datalist v1",
-            "center_world_mm": "RAS world coordinates, mm",
-            "n_folds": 1,
-            "val_fold": None,
-            "test_fraction": 0.0,
-            "seed": seed,
-            **metadata,
-        },
-        DatalistSplit.TRAINING.value: listed,
-        DatalistSplit.VALIDATION.value: [],
-        DatalistSplit.TEST.value: [],
-    }
-    return datalist
-
-
 def prepare_lidc(
     lidc_root: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -782,7 +749,8 @@ def prepare_lidc(
         "label_convention": _options_dict(options),
         "citation": LIDC_CITATION,
     }
-    datalist = _datalist(items, n_folds, val_fold, test_fraction, seed, metadata, notes)
+    datalist, reduced = build_datalist_or_fewer_folds(items, n_folds, val_fold, test_fraction, seed, metadata)
+    notes += reduced
     datalist_path = write_datalist(datalist, out / "datalist.json")
     labels = Counter(item[Keys.MALIGNANCY] for item in items)
     warnings = [w for r in records for w in r["warnings"]]
