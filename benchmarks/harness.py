@@ -98,19 +98,11 @@ def run_child(script: Path, args: Sequence[str], timeout_s: float = 3600.0) -> d
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as JSON atomically (a temporary file beside it, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=float)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON atomically (NaN and infinity as null), with the package's writer."""
+    from lung_nodule_mtl.utils.io import atomic_write_json, json_safe
+
+    atomic_write_json(json_safe(data), path)
+    os.chmod(path, 0o644)
 
 
 def median(values: Iterable[float | None]) -> float | None:

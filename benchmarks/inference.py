@@ -258,7 +258,7 @@ def network_flops(bundle: str | None) -> dict[str, float]:
     _, parser = _parser(bundle, "cpu", [])
     network = parser.get_parsed_content("network_def").eval()
     roi = [int(s) for s in parser.get_parsed_content("patch_size")]
-    x = torch.zeros(1, int(network_in_channels(parser)), *roi)
+    x = torch.zeros(1, len(parser.get_parsed_content("windows")), *roi)
     out = {}
     with torch.inference_mode():
         for name, module in (("window", SlidingWindowAdapter(network, heads="none")), ("crop", network)):
@@ -267,10 +267,6 @@ def network_flops(bundle: str | None) -> dict[str, float]:
                 module(x)
             out[name] = float(counter.get_total_flops())
     return out
-
-
-def network_in_channels(parser: Any) -> int:
-    return len(parser.get_parsed_content("windows"))
 
 
 # -- the parent ----------------------------------------------------------------------------------------------------

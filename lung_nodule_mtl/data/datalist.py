@@ -138,6 +138,20 @@ def patient_folds(
     return [fold_of_patient[str(item[Keys.PATIENT_ID])] for item in items]
 
 
+def _metadata(
+    n_folds: int, val_fold: int | None, test_fraction: float, seed: int, extra: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "format": "lung_nodule_mtl datalist v1",
+        "center_world_mm": "RAS world coordinates, mm",
+        "n_folds": n_folds,
+        "val_fold": val_fold,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        **(dict(extra) if extra else {}),
+    }
+
+
 def build_datalist(
     items: Iterable[Mapping[str, Any]],
     n_folds: int = 5,
@@ -179,15 +193,7 @@ def build_datalist(
     for item, fold in zip(rest, patient_folds(rest, n_folds, seed=seed), strict=True):
         item[Keys.FOLD] = fold
     datalist: dict[str, Any] = {
-        "metadata": {
-            "format": "lung_nodule_mtl datalist v1",
-            "center_world_mm": "RAS world coordinates, mm",
-            "n_folds": n_folds,
-            "val_fold": val_fold,
-            "test_fraction": test_fraction,
-            "seed": seed,
-            **(dict(metadata) if metadata else {}),
-        },
+        "metadata": _metadata(n_folds, val_fold, test_fraction, seed, metadata),
         DatalistSplit.TRAINING.value: [],
         DatalistSplit.VALIDATION.value: [],
         DatalistSplit.TEST.value: test,
@@ -225,15 +231,7 @@ def build_datalist_or_fewer_folds(
     for i, item in enumerate(listed):
         validate_item(item, where=f"item {i} ({item.get(Keys.CASE_ID, item.get(Keys.IMAGE))})")
     datalist = {
-        "metadata": {
-            "format": "lung_nodule_mtl datalist v1",
-            "center_world_mm": "RAS world coordinates, mm",
-            "n_folds": 1,
-            "val_fold": None,
-            "test_fraction": 0.0,
-            "seed": seed,
-            **(dict(metadata) if metadata else {}),
-        },
+        "metadata": _metadata(1, None, 0.0, seed, metadata),
         DatalistSplit.TRAINING.value: listed,
         DatalistSplit.VALIDATION.value: [],
         DatalistSplit.TEST.value: [],

@@ -114,7 +114,7 @@ from scipy import ndimage
 from lung_nodule_mtl.constants import AIR_HU, DatalistSplit, Keys, lps_to_ras
 from lung_nodule_mtl.data.datalist import build_datalist_or_fewer_folds, write_datalist
 from lung_nodule_mtl.data.synthetic.growth import BASELINE_SUFFIX, FOLLOWUP_SUFFIX, GrowthKeys
-from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe
+from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe, read_json_or_none
 
 if TYPE_CHECKING:
     from lung_nodule_mtl.inference.io import CTVolume
@@ -1067,13 +1067,7 @@ def _fingerprint(spec: PairSpec) -> dict[str, Any]:
 
 
 def _reusable(record_path: Path, out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    if not record_path.is_file():
-        return None
-    try:
-        with open(record_path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
+    record = read_json_or_none(record_path)
     if not isinstance(record, dict) or record.get("key") != json_safe(key):
         return None
     item = record.get("item", {})

@@ -9,8 +9,6 @@ network, and the follow-up crop and masks as the targets of :class:`~lung_nodule
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,7 +29,7 @@ from lung_nodule_mtl.metrics.growth import (
     volume_extrapolation_prediction,
 )
 from lung_nodule_mtl.transforms.growth import FOLLOWUP_IMAGE_KEY, FOLLOWUP_LABEL_KEY
-from lung_nodule_mtl.utils.io import atomic_path, json_safe
+from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, json_safe
 
 __all__ = ["GrowthPrepareBatch", "evaluate_growth", "followup_mask_output"]
 
@@ -152,15 +150,9 @@ def evaluate_growth(
         **{m: summarise_growth([r for r in rows if r["method"] == m]) for m in methods},
     }
     out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "metrics.json") as tmp, open(tmp, "w") as f:
-        json.dump(json_safe(metrics), f, indent=2)
-        f.write("\n")
+    atomic_write_json(json_safe(metrics), out_dir / "metrics.json")
     if rows:
-        with atomic_path(out_dir / "per_nodule.csv") as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        atomic_write_csv(rows, out_dir / "per_nodule.csv")
     logger.info(
         "growth evaluation of %d pairs: follow-up Dice model %.3f, no change %.3f, volume extrapolation %.3f",
         metrics["n_pairs"],

@@ -20,7 +20,15 @@ from typing import IO, Any
 import nibabel as nib
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_csv", "atomic_write_json", "atomic_write_nifti", "json_safe"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_csv",
+    "atomic_write_json",
+    "atomic_write_nifti",
+    "json_safe",
+    "read_json_or_none",
+]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -97,6 +105,15 @@ def atomic_write_nifti(
     with atomic_path(dest) as tmp:
         nib.save(img, tmp)
     return dest
+
+
+def read_json_or_none(path: str | os.PathLike[str]) -> Any:
+    """The JSON in ``path``, or ``None`` when it is missing or unreadable (e.g. a record of an interrupted run)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def json_safe(obj: Any) -> Any:

@@ -42,7 +42,6 @@ Data: LIDC-IDRI, The Cancer Imaging Archive, CC BY 3.0 (:data:`~lung_nodule_mtl.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -86,7 +85,7 @@ from lung_nodule_mtl.data.lidc_idri.reading import (
 from lung_nodule_mtl.data.lidc_vois import LIDC_CITATION
 from lung_nodule_mtl.inference.io import Case, CTVolume, InputError, load_ct, write_label_map, write_on_grid
 from lung_nodule_mtl.transforms.coordinates import voxel_to_world
-from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, json_safe
+from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, json_safe, read_json_or_none
 
 __all__ = [
     "RECORD_VERSION",
@@ -621,14 +620,8 @@ def _annotation_row(
 
 def _reusable(record_path: Path, out: Path, options: LidcOptions) -> dict[str, Any] | None:
     """The scan's record from an earlier run, if it was made with these options and its files are all there."""
-    if not record_path.is_file():
-        return None
-    try:
-        with open(record_path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-    if record.get("options") != json_safe(_options_dict(options)):
+    record = read_json_or_none(record_path)
+    if not isinstance(record, dict) or record.get("options") != json_safe(_options_dict(options)):
         return None
     files = [record.get("image", "")] + [row.get("label", "") for row in record.get("nodules", [])]
     if not all((out / f).is_file() for f in files if f):

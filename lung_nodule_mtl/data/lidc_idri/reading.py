@@ -197,13 +197,8 @@ def _child_text(elem: ET.Element, name: str) -> str | None:
 
 
 def _int(text: str | None, what: str, path: Path) -> int:
-    if text is None:
-        raise LidcXmlError(path, f"{what} is missing")
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise LidcXmlError(path, f"{what} is not a number: {text!r}") from exc
-    if not math.isfinite(value) or value != int(value):
+    value = _float(text, what, path)
+    if value != int(value):
         raise LidcXmlError(path, f"{what} is not an integer: {text!r}")
     return int(value)
 
