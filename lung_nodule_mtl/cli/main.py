@@ -8,6 +8,7 @@ everything the command line can do is importable too::
     lung-nodule-mtl prepare-vois --vois ../shared/data/lidc_vois --out data/lidc_vois --folds 5
     lung-nodule-mtl export-bundle --out dist/lung_nodule_ct_mtl_v0.1.0.zip
     lung-nodule-mtl predict -i scans/ -o predictions/ [--nodules annotations.csv] [--qc]
+    lung-nodule-mtl cross-validate --dataset-dir data/lidc_vois --out runs/cv --jobs 2 --threads 1
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.cli.common import print_summary
+from lung_nodule_mtl.cli.crossval import register as register_crossval
 from lung_nodule_mtl.cli.froc import register as register_froc
 from lung_nodule_mtl.cli.growth import register as register_growth
 from lung_nodule_mtl.cli.lidc import register as register_lidc
@@ -238,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
+    register_crossval(sub)
     register_froc(sub)
     register_growth(sub)
     register_lidc(sub)

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from lung_nodule_mtl.metrics.classification import attribute_accuracy, binary_scores, malignancy_report
+from lung_nodule_mtl.metrics.classification import (
+    attribute_accuracy,
+    binary_scores,
+    malignancy_report,
+    paired_auc_bootstrap,
+    rank_auc,
+)
 
 
 def test_binary_scores_values() -> None:
@@ -70,3 +76,35 @@ def test_ill_arg() -> None:
         malignancy_report([0.1, 0.2], [0, 1], [3.0])
     with pytest.raises(ValueError, match="spiculation"):
         attribute_accuracy({"spiculation": [1]}, {"spiculation": [1, 2]})
+
+
+def test_rank_auc_equals_monai_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 60).astype(float)  # many ties
+    labels = (rng.random(60) < 0.4).astype(float)
+    assert rank_auc(scores, labels) == pytest.approx(binary_scores(scores, labels)["auc"])
+    assert rank_auc([0.2, 0.8], [1, 0]) == 0.0
+    assert math.isnan(rank_auc([0.2, 0.8], [1, 1]))
+
+
+def test_paired_auc_bootstrap_tells_a_better_score_from_an_equal_one() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 100)
+    weak = labels + rng.normal(0, 1.5, 200)
+    strong = labels + rng.normal(0, 0.3, 200)
+    patients = np.repeat(np.arange(100), 2)  # two nodules per patient
+    better = paired_auc_bootstrap(strong, weak, labels, patients, n_bootstrap=300, seed=0)
+    assert better["auc_a"] == pytest.approx(rank_auc(strong, labels))
+    assert better["difference"] == pytest.approx(better["auc_a"] - better["auc_b"])
+    assert better["ci_difference"][0] > 0 and better["p_a_not_better"] < 0.01
+    assert better["ci_a"][0] < better["auc_a"] < better["ci_a"][1]
+    assert better["n_groups"] == 100 and better["n_valid"] == 300
+    same = paired_auc_bootstrap(weak, weak, labels, n_bootstrap=50)
+    assert same["difference"] == 0.0 and same["ci_difference"] == [0.0, 0.0] and same["p_a_not_better"] == 1.0
+    # resampling whole patients: a patient's nodules are always drawn together
+    wide = paired_auc_bootstrap(strong, weak, labels, np.zeros(200), n_bootstrap=20)
+    assert wide["ci_a"][0] == wide["ci_a"][1] == pytest.approx(wide["auc_a"])
+    with pytest.raises(ValueError, match="one entry per case"):
+        paired_auc_bootstrap(strong, weak, labels, patients[:10])
+    with pytest.raises(ValueError, match="0 or 1"):
+        paired_auc_bootstrap(strong, weak, labels * 2)

@@ -1,0 +1,446 @@
+"""Patient-level k-fold cross-validation and ablations, run with the bundle's own commands.
+
+Every run is the bundle's ``training`` then ``evaluating`` in a child process (exactly the commands a
+user would type, with ``--val_fold k``), so the figures are those of the released recipe and nothing
+here re-implements training or scoring. The layout is ``<out>/<config>/fold<k>/`` (a bundle root:
+``models/``, ``evaluation/metrics.json``, ``evaluation/per_nodule.csv``, ``train.log``, ``eval.log`` and
+``run.json``).
+
+No checkpoint or threshold is chosen on the reported fold: training does not validate at all
+(``val_interval`` beyond the last epoch), the final epoch's weights (``model_final.pt``) are evaluated on
+fold ``k`` once, and the malignancy threshold is the evaluator's fixed one (0.5).
+
+Runs are resumable: a fold whose ``evaluation/metrics.json`` exists is skipped, one with
+``models/model_final.pt`` is only evaluated, any other resumes training from its newest checkpoint
+(the bundle's ``resume``). :func:`summarise_cross_validation` reads whatever folds have finished.
+
+::
+
+    lung-nodule-mtl cross-validate --dataset-dir data/lidc_vois --out runs/cv --jobs 2 \\
+        --set epochs=4 --set patch_size=[32,32,32]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lung_nodule_mtl import __version__
+from lung_nodule_mtl.utils.io import atomic_write, atomic_write_csv, atomic_write_json, json_safe, read_json_or_none
+
+__all__ = [
+    "ABLATIONS",
+    "CrossValidationRun",
+    "format_cross_validation_table",
+    "plan_cross_validation",
+    "run_cross_validation",
+    "summarise_cross_validation",
+]
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
+
+# The seeds' ablations as overrides of bundle/configs/train.yaml (the network's own switches; see LNMSNet).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "multitask": {},
+    "segmentation_only": {"network_def#heads": []},
+    "classification_only": {"network_def#segmentation": False, "network_def#feature_combination": False},
+    "single_window": {"windows": {"lung": [-1000, 400]}},
+    "no_msconv": {"network_def#msconv": False},
+    "no_feature_combination": {"network_def#feature_combination": False},
+    # the Chongqing seed's baseline: one window, segmentation only
+    "single_window_segmentation_only": {"windows": {"lung": [-1000, 400]}, "network_def#heads": []},
+}
+
+ABLATION_DESCRIPTIONS: dict[str, str] = {
+    "multitask": "multi-task, three windows, MSConv, feature combination (the bundle's network)",
+    "segmentation_only": "single-task segmentation (no heads)",
+    "classification_only": "single-task classification (no decoder, no feature combination)",
+    "single_window": "one lung window as input instead of three",
+    "no_msconv": "plain convolutions instead of MSConv",
+    "no_feature_combination": "heads on the encoding only (no pooling under the mask)",
+    "single_window_segmentation_only": "one lung window, segmentation only (single-channel single-task)",
+}
+
+# training never validates, so nothing can be selected on the reported fold
+NO_VALIDATION_INTERVAL = 1_000_000
+
+
+def _cli_value(value: Any) -> str:
+    """A config value as ``python -m monai.bundle run`` reads it from the command line.
+
+    That command parses arguments with Python Fire: Python literals, so ``False`` (``false`` stays a string,
+    which LNMSNet rejects).
+    """
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+@dataclass
+class CrossValidationRun:
+    """One configuration on one fold: its bundle root and the two bundle commands."""
+
+    config: str
+    fold: int
+    root: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.root / "evaluation" / "metrics.json"
+
+    @property
+    def final_weights(self) -> Path:
+        return self.root / "models" / "model_final.pt"
+
+    def _args(self, dataset_dir: Path) -> list[str]:
+        args = ["--bundle_root", str(self.root), "--dataset_dir", str(dataset_dir), "--val_fold", str(self.fold)]
+        for key, value in self.overrides.items():
+            args += [f"--{key}", _cli_value(value)]
+        return args
+
+    def training_command(self, dataset_dir: Path, configs: Path = BUNDLE_CONFIGS) -> list[str]:
+        return [
+            sys.executable, "-m", "monai.bundle", "run", "training",
+            "--meta_file", str(configs / "metadata.json"),
+            "--config_file", str(configs / "train.yaml"),
+            "--logging_file", str(configs / "logging.conf"),
+            *self._args(dataset_dir),
+            "--val_interval", str(NO_VALIDATION_INTERVAL),
+        ]  # fmt: skip
+
+    def evaluating_command(self, dataset_dir: Path, configs: Path = BUNDLE_CONFIGS) -> list[str]:
+        return [
+            sys.executable, "-m", "monai.bundle", "run", "evaluating",
+            "--meta_file", str(configs / "metadata.json"),
+            "--config_file", json.dumps([str(configs / "train.yaml"), str(configs / "evaluate.yaml")]),
+            "--logging_file", str(configs / "logging.conf"),
+            *self._args(dataset_dir),
+            "--ckpt_file", str(self.final_weights),
+            "--output_dir", str(self.metrics_file.parent),
+        ]  # fmt: skip
+
+
+def plan_cross_validation(
+    out_dir: str | os.PathLike[str],
+    configs: Sequence[str] = tuple(ABLATIONS),
+    folds: Sequence[int] = range(5),
+    overrides: Mapping[str, Any] | None = None,
+) -> list[CrossValidationRun]:
+    """The runs of ``configs`` x ``folds``, fold-major so that every configuration gets its first folds early.
+
+    Args:
+        out_dir: the study's folder; run ``(c, k)`` lives in ``<out_dir>/<c>/fold<k>``.
+        configs: names from :data:`ABLATIONS`.
+        folds: the folds to report (each trained on all the others).
+        overrides: ``train.yaml`` overrides common to every run (``epochs``, ``patch_size``, ...); an
+            ablation's own switches are applied after them.
+    """
+    unknown = [c for c in configs if c not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"unknown configuration(s) {unknown}; choose from {list(ABLATIONS)}.")
+    if not configs or not folds:
+        raise ValueError("at least one configuration and one fold are needed.")
+    if any(int(k) < 0 for k in folds) or len(set(folds)) != len(folds):
+        raise ValueError(f"folds must be distinct non-negative integers, got {list(folds)}.")
+    forbidden = {"bundle_root", "dataset_dir", "val_fold", "val_interval", "ckpt_file", "output_dir"}
+    clash = sorted(forbidden & set(overrides or {}))
+    if clash:
+        raise ValueError(f"overrides {clash} are set by the cross-validation itself.")
+    out = Path(out_dir)
+    return [
+        CrossValidationRun(c, int(k), out / c / f"fold{int(k)}", {**dict(overrides or {}), **ABLATIONS[c]})
+        for k in folds
+        for c in configs
+    ]
+
+
+def _run_logged(command: list[str], log: Path, env: Mapping[str, str]) -> int:
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(command)}\n")
+        f.flush()
+        return subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=dict(env), check=False).returncode
+
+
+def _execute(run: CrossValidationRun, dataset_dir: Path, threads: int | None) -> dict[str, Any]:
+    if run.metrics_file.is_file():
+        return {"config": run.config, "fold": run.fold, "status": "done before"}
+    run.root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    record: dict[str, Any] = {
+        "config": run.config,
+        "fold": run.fold,
+        "overrides": run.overrides,
+        "dataset_dir": str(dataset_dir),
+        "package_version": __version__,
+        "threads": threads,
+        "training_command": run.training_command(dataset_dir),
+        "evaluating_command": run.evaluating_command(dataset_dir),
+    }
+    start = time.perf_counter()
+    if not run.final_weights.is_file():
+        code = _run_logged(record["training_command"], run.root / "train.log", env)
+        record["training_s"] = time.perf_counter() - start
+        if code != 0 or not run.final_weights.is_file():
+            record["status"] = f"training failed (exit {code}); see {run.root / 'train.log'}"
+            atomic_write_json(json_safe(record), run.root / "run.json")
+            return record
+    evaluation_start = time.perf_counter()
+    code = _run_logged(record["evaluating_command"], run.root / "eval.log", env)
+    record["evaluating_s"] = time.perf_counter() - evaluation_start
+    ok = code == 0 and run.metrics_file.is_file()
+    record["status"] = "done" if ok else f"evaluating failed (exit {code}); see {run.root / 'eval.log'}"
+    atomic_write_json(json_safe(record), run.root / "run.json")
+    return record
+
+
+def run_cross_validation(
+    dataset_dir: str | os.PathLike[str],
+    runs: Sequence[CrossValidationRun],
+    jobs: int = 1,
+    threads: int | None = None,
+) -> list[dict[str, Any]]:
+    """Train and evaluate every run (skipping finished ones), ``jobs`` at a time.
+
+    Args:
+        dataset_dir: a folder with ``datalist.json`` whose items carry patient-level ``fold`` numbers
+            (``lung-nodule-mtl prepare-vois`` / ``prepare-lidc``).
+        runs: from :func:`plan_cross_validation`.
+        jobs: runs at the same time.
+        threads: ``OMP_NUM_THREADS`` of each run (``None``: inherited). ``jobs * threads`` should not
+            exceed the cores.
+
+    Returns:
+        One record per run (``status`` "done", "done before" or why it failed). A failed run does not
+        stop the others.
+    """
+    dataset = Path(dataset_dir)
+    datalist = dataset / "datalist.json"
+    if not datalist.is_file():
+        raise FileNotFoundError(f"{datalist} not found: --dataset-dir must hold the datalist.json of prepare-vois.")
+    folds = {
+        item.get("fold")
+        for split in ("training", "validation")
+        for item in json.loads(datalist.read_text()).get(split, [])
+    }
+    missing = sorted({r.fold for r in runs} - folds)
+    if missing:
+        raise ValueError(
+            f"{datalist} has no fold(s) {missing} (its folds: {sorted(f for f in folds if f is not None)})."
+        )
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}.")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        records = list(pool.map(lambda r: _execute(r, dataset, threads), runs))
+    for record in records:
+        logger.info("%s fold %d: %s", record["config"], record["fold"], record["status"])
+    return records
+
+
+def _flatten(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The figures of one ``metrics.json`` as flat ``name -> value`` (NaN where absent)."""
+    row: dict[str, float] = {}
+    for key in ("dice", "iou", "hd95"):
+        entry = metrics.get("segmentation", {}).get(key)
+        if entry is not None:
+            row[key] = entry["mean"]
+    malignancy = metrics.get("malignancy")
+    if malignancy:
+        for key in ("auc", "accuracy", "sensitivity", "specificity", "diameter_baseline_auc"):
+            if key in malignancy:
+                row[f"malignancy_{key}"] = malignancy[key]
+        row["indeterminate_mean_prob"] = malignancy.get("indeterminate", {}).get("mean_prob", math.nan)
+    if "malignancy_score_mae" in metrics:
+        row["malignancy_score_mae"] = metrics["malignancy_score_mae"]
+    for name, entry in (metrics.get("attributes") or {}).items():
+        row[f"{name}_accuracy"] = entry["accuracy"]
+        row[f"{name}_majority"] = entry["majority_accuracy"]
+    return {k: (math.nan if v is None else float(v)) for k, v in row.items()}
+
+
+def pooled_malignancy(config_dir: Path, folds: Sequence[int], n_bootstrap: int = 2000) -> dict[str, Any] | None:
+    """The out-of-fold malignancy predictions of every fold pooled: model vs diameter-only AUC, paired.
+
+    Each nodule is scored once, by the model that did not train on it. The 95% intervals resample patients
+    (:func:`~lung_nodule_mtl.metrics.classification.paired_auc_bootstrap`); ``None`` when the configuration
+    has no malignancy head or the folds' ``per_nodule.csv`` lack the columns.
+    """
+    import csv
+
+    from lung_nodule_mtl.metrics.classification import paired_auc_bootstrap
+
+    probs, diameters, labels, patients = [], [], [], []
+    for fold in folds:
+        table = config_dir / f"fold{fold}" / "evaluation" / "per_nodule.csv"
+        if not table.is_file():
+            return None
+        with open(table, newline="") as f:
+            for row in csv.DictReader(f):
+                if not row.get("pred_malignancy_prob") or row.get("malignancy") not in ("0", "1", "0.0", "1.0"):
+                    continue
+                if not row.get("diameter_mm"):
+                    continue
+                probs.append(float(row["pred_malignancy_prob"]))
+                diameters.append(float(row["diameter_mm"]))
+                labels.append(float(row["malignancy"]))
+                patients.append(row.get("patient_id") or row["case_id"])
+    if not probs or len(set(labels)) < 2:
+        return None
+    result = paired_auc_bootstrap(probs, diameters, labels, patients, n_bootstrap=n_bootstrap, seed=0)
+    return {"model_auc": result.pop("auc_a"), "diameter_auc": result.pop("auc_b"),
+            "ci_model": result.pop("ci_a"), "ci_diameter": result.pop("ci_b"), **result}  # fmt: skip
+
+
+def summarise_cross_validation(
+    out_dir: str | os.PathLike[str],
+    configs: Sequence[str] | None = None,
+    reference: str = "multitask",
+    n_bootstrap: int = 2000,
+) -> dict[str, Any]:
+    """Mean ± sd over folds per configuration, and each configuration's paired difference to ``reference``.
+
+    Reads ``<out_dir>/<config>/fold*/evaluation/metrics.json`` (finished folds only) and writes
+    ``cv_summary.json``, ``cv_folds.csv`` (one row per configuration and fold) and ``cv_table.md`` into
+    ``out_dir``.
+
+    The difference to the reference is taken fold by fold on the folds both have (same patients), so the
+    between-fold spread, which is large on a few hundred nodules, cancels: ``delta_mean`` ± ``delta_std``.
+    ``pooled_malignancy`` (:func:`pooled_malignancy`) puts the out-of-fold malignancy AUC beside the
+    diameter-only AUC on the same nodules, with patient-level bootstrap intervals (``n_bootstrap``).
+    """
+    out = Path(out_dir)
+    names = list(configs) if configs is not None else [c for c in ABLATIONS if (out / c).is_dir()]
+    folds: dict[str, dict[int, dict[str, float]]] = {}
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        folds[name] = {}
+        for metrics_file in sorted((out / name).glob("fold*/evaluation/metrics.json")):
+            fold = int(metrics_file.parents[1].name.removeprefix("fold"))
+            metrics = read_json_or_none(metrics_file)
+            if metrics is None:
+                continue
+            flat = _flatten(metrics)
+            folds[name][fold] = flat
+            record = read_json_or_none(metrics_file.parents[1] / "run.json") or {}
+            rows.append({"config": name, "fold": fold, "n_nodules": metrics.get("n_nodules"), **flat,
+                         "training_s": record.get("training_s")})  # fmt: skip
+    summary: dict[str, Any] = {"reference": reference, "configs": {}}
+    reference_folds = folds.get(reference, {})
+    for name, per_fold in folds.items():
+        if not per_fold:
+            continue
+        keys = sorted({k for flat in per_fold.values() for k in flat})
+        entry: dict[str, Any] = {"folds": sorted(per_fold), "description": ABLATION_DESCRIPTIONS.get(name, "")}
+        for key in keys:
+            values = np.array([per_fold[k].get(key, math.nan) for k in sorted(per_fold)], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            stats: dict[str, Any] = {
+                "mean": float(finite.mean()) if finite.size else math.nan,
+                "std": float(finite.std(ddof=1)) if finite.size > 1 else math.nan,
+                "n_folds": int(finite.size),
+            }
+            if name != reference:
+                shared = sorted(set(per_fold) & set(reference_folds))
+                diffs = np.array(
+                    [per_fold[k].get(key, math.nan) - reference_folds[k].get(key, math.nan) for k in shared]
+                )
+                diffs = diffs[np.isfinite(diffs)]
+                stats["delta_mean"] = float(diffs.mean()) if diffs.size else math.nan
+                stats["delta_std"] = float(diffs.std(ddof=1)) if diffs.size > 1 else math.nan
+                stats["delta_n_folds"] = int(diffs.size)
+            entry[key] = stats
+        summary["configs"][name] = entry
+    for name, entry in summary["configs"].items():
+        pooled = pooled_malignancy(out / name, entry["folds"], n_bootstrap=n_bootstrap)
+        if pooled is not None:
+            entry["pooled_malignancy"] = pooled
+    summary = json_safe(summary)
+    atomic_write_json(summary, out / "cv_summary.json")
+    atomic_write_csv(rows, out / "cv_folds.csv")
+    with atomic_write(out / "cv_table.md") as f:
+        f.write(format_cross_validation_table(summary) + "\n")
+    return summary
+
+
+TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("dice", "Dice", 3),
+    ("iou", "IoU", 3),
+    ("hd95", "HD95 (mm)", 2),
+    ("malignancy_auc", "malignancy AUC", 3),
+    ("malignancy_diameter_baseline_auc", "diameter-only AUC", 3),
+    ("malignancy_accuracy", "accuracy", 3),
+    ("malignancy_sensitivity", "sensitivity", 3),
+    ("malignancy_specificity", "specificity", 3),
+)
+
+
+def _cell(stats: Mapping[str, Any] | None, digits: int, delta: bool) -> str:
+    if not stats or stats.get("mean") is None or not math.isfinite(stats["mean"]):
+        return "—"
+    text = f"{stats['mean']:.{digits}f}"
+    if stats.get("std") is not None and math.isfinite(stats["std"]):
+        text += f" ± {stats['std']:.{digits}f}"
+    if delta and stats.get("delta_mean") is not None and math.isfinite(stats["delta_mean"]):
+        text += f" ({stats['delta_mean']:+.{digits}f})"
+    return text
+
+
+def _interval(low_high: Sequence[float | None]) -> str:
+    return "—" if None in low_high else f"[{low_high[0]:.3f}, {low_high[1]:.3f}]"
+
+
+def format_cross_validation_table(summary: Mapping[str, Any]) -> str:
+    """A markdown table: one row per configuration, mean ± sd over folds, (paired Δ vs the reference)."""
+    header = ["configuration", "folds", *(title for _, title, _ in TABLE_COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, entry in summary["configs"].items():
+        cells = [name, str(len(entry["folds"]))]
+        cells += [_cell(entry.get(key), digits, name != summary["reference"]) for key, _, digits in TABLE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    pooled = {n: e["pooled_malignancy"] for n, e in summary["configs"].items() if e.get("pooled_malignancy")}
+    if pooled:
+        lines += [
+            "",
+            "| configuration | pooled out-of-fold malignancy AUC [95% CI] | diameter only [95% CI] | "
+            "difference [95% CI] | P(model not better) |",
+            "|" + " --- |" * 5,
+        ]
+        for name, p in pooled.items():
+            lines.append(
+                f"| {name} | {p['model_auc']:.3f} {_interval(p['ci_model'])} | {p['diameter_auc']:.3f} "
+                f"{_interval(p['ci_diameter'])} | {p['difference']:+.3f} {_interval(p['ci_difference'])} | "
+                f"{p['p_a_not_better']:.3f} |"
+            )
+    attributes = sorted(
+        {k.removesuffix("_accuracy") for e in summary["configs"].values() for k in e if k.endswith("_accuracy")}
+        - {"malignancy"}
+    )
+    if attributes:
+        lines += ["", "| configuration | " + " | ".join(attributes) + " |", "|" + " --- |" * (len(attributes) + 1)]
+        for name, entry in summary["configs"].items():
+            if any(f"{a}_accuracy" in entry for a in attributes):
+                cells = [_cell(entry.get(f"{a}_accuracy"), 3, name != summary["reference"]) for a in attributes]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        # the class prior of the reported folds (the same nodules for every configuration)
+        majority = [next((e[f"{a}_majority"] for e in summary["configs"].values() if f"{a}_majority" in e), None)
+                    for a in attributes]  # fmt: skip
+        lines.append("| majority class | " + " | ".join(_cell(m, 3, False) for m in majority) + " |")
+    return "\n".join(lines)
