@@ -31,6 +31,7 @@ from ignite.engine import Engine
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from lung_nodule_mtl.utils.flags import as_bool
 from lung_nodule_mtl.utils.io import atomic_path
 
 __all__ = ["CHECKPOINT_PATTERN", "AtomicCheckpointSaver", "AtomicDiskSaver", "TrainingCheckpoint", "latest_checkpoint"]
@@ -118,7 +119,7 @@ class TrainingCheckpoint:
             raise ValueError(f"save_interval must be >= 1 epoch, got {save_interval!r}.")
         self.ckpt_dir = Path(ckpt_dir)
         self.objects = dict(objects)
-        self.resume = resume
+        self.resume = as_bool(resume, "resume")
         self.save_interval = save_interval
         self.final_filename = final_filename
         self.map_location = map_location

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 
+from lung_nodule_mtl.utils.flags import as_bool
+
 __all__ = ["AutocastInferer", "cpu_bf16_native"]
 
 
@@ -45,7 +47,8 @@ class AutocastInferer(Inferer):
     def __init__(self, enabled: bool | None = None, dtype: torch.dtype | str = torch.bfloat16) -> None:
         super().__init__()
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        self.enabled = cpu_bf16_native() if enabled is None else bool(enabled)
+        enabled = as_bool(enabled, "cpu_amp", allow_none=True)
+        self.enabled = cpu_bf16_native() if enabled is None else enabled
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not (self.enabled and inputs.device.type == "cpu"):

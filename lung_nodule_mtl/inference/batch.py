@@ -34,6 +34,7 @@ from tqdm import tqdm
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.inference.pipeline import ScanPrediction, ScanPredictor
 from lung_nodule_mtl.transforms.coordinates import world_to_voxel
+from lung_nodule_mtl.utils.flags import as_bool
 from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe
 
 __all__ = [
@@ -248,6 +249,8 @@ def predict_batch(
     """
     from lung_nodule_mtl.inference.io import InputError, find_cases
 
+    qc, overwrite = as_bool(qc, "qc"), as_bool(overwrite, "overwrite")
+    progress = as_bool(progress, "progress")
     src = Path(input_path)
     out = Path(output_dir)
     if src.is_dir() and out.resolve() == src.resolve():

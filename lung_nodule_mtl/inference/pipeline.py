@@ -53,6 +53,7 @@ from lung_nodule_mtl.transforms.chains import AXIS_LABELS, DEFAULT_SPACING_MM, O
 from lung_nodule_mtl.transforms.coordinates import voxel_to_world, world_to_voxel
 from lung_nodule_mtl.transforms.crop import NoduleCentredCrop, nodule_roi
 from lung_nodule_mtl.transforms.window import LungWindow, WindowsLike
+from lung_nodule_mtl.utils.flags import as_bool
 
 __all__ = ["NodulePrediction", "ScanPrediction", "ScanPredictor", "autocast_dtype", "resolve_device"]
 
@@ -229,7 +230,7 @@ class ScanPredictor:
         if int(max_nodules) < 1 or int(sw_batch_size) < 1:
             raise ValueError(f"max_nodules and sw_batch_size must be >= 1, got {max_nodules!r}, {sw_batch_size!r}.")
         self.device = resolve_device(device)
-        self.amp_dtype = autocast_dtype(self.device, amp)
+        self.amp_dtype = autocast_dtype(self.device, as_bool(amp, "amp", allow_none=True))
         self.amp = self.amp_dtype is not None
         self.network = network.to(self.device).eval()
         if checkpoint is not None:
@@ -249,9 +250,9 @@ class ScanPredictor:
         self.min_diameter_mm = float(min_diameter_mm)
         self.max_diameter_mm = None if max_diameter_mm is None else float(max_diameter_mm)
         self.max_nodules = int(max_nodules)
-        self.use_lung_mask = bool(use_lung_mask)
+        self.use_lung_mask = as_bool(use_lung_mask, "use_lung_mask")
         self.snap_mm = float(snap_mm)
-        self.keep_images = bool(keep_images)
+        self.keep_images = as_bool(keep_images, "keep_images")
         self.model_info = dict(model_info or {})
         self.inferer = SlidingWindowInferer(
             roi_size=self.sw_roi_size,
