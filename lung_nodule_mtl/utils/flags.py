@@ -8,7 +8,7 @@ is an error that names the knob.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 __all__ = ["as_bool"]
 
@@ -17,6 +17,10 @@ _FALSE = {"false", "no", "off", "0"}
 _NONE = {"none", "null", ""}
 
 
+@overload
+def as_bool(value: Any, name: str = ..., allow_none: Literal[False] = ...) -> bool: ...
+@overload
+def as_bool(value: Any, name: str = ..., allow_none: bool = ...) -> bool | None: ...
 def as_bool(value: Any, name: str = "value", allow_none: bool = False) -> bool | None:
     """``value`` as a bool: a bool, 0/1, or the strings true/false, yes/no, on/off, 1/0 (any case).
 
