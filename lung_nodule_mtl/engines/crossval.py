@@ -389,6 +389,8 @@ TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("malignancy_accuracy", "accuracy", 3),
     ("malignancy_sensitivity", "sensitivity", 3),
     ("malignancy_specificity", "specificity", 3),
+    ("indeterminate_mean_prob", "rating 3: mean probability", 2),
+    ("malignancy_score_mae", "rating MAE", 2),
 )
 
 

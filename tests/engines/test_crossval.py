@@ -105,6 +105,7 @@ def test_summary_means_sds_and_paired_differences(tmp_path: Path) -> None:
     assert "0.750 ± 0.141 (-0.050)" in table
     assert "| majority class | 0.600 ± 0.000 |" in table
     assert "| multitask | 0.938 [" in table
+    assert "| 0.30 ± 0.00 |" in table  # rating-3 nodules, reported apart
     rows = (tmp_path / "cv_folds.csv").read_text().splitlines()
     assert len(rows) == 1 + 5 and rows[0].startswith("config,fold,n_nodules,dice")
     assert json.loads((tmp_path / "cv_summary.json").read_text())["configs"]["multitask"]["dice"]["n_folds"] == 3
