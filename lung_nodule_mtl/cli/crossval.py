@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 __all__ = ["register"]
@@ -32,6 +33,15 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def _console(text: str) -> None:
+    """Print ``text``; on a console that cannot show ± and — (an ASCII locale), print +/- and - instead."""
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except UnicodeEncodeError:
+        text = text.replace("±", "+/-").replace("—", "-").encode("ascii", "replace").decode("ascii")
+    print(text)
+
+
 def _cmd_cross_validate(args: argparse.Namespace) -> int:
     from lung_nodule_mtl.engines.crossval import (
         format_cross_validation_table,
@@ -47,11 +57,11 @@ def _cmd_cross_validate(args: argparse.Namespace) -> int:
         runs = plan_cross_validation(args.out, args.configs, args.folds, _parse_set(args.set))
         records = run_cross_validation(args.dataset_dir, runs, jobs=args.jobs, threads=args.threads)
         for record in records:
-            print(f"  {record['config']:<24} fold {record['fold']}: {record['status']}")
+            _console(f"  {record['config']:<24} fold {record['fold']}: {record['status']}")
         failed = sum(not r["status"].startswith("done") for r in records)
     summary = summarise_cross_validation(args.out, args.configs if not args.summary_only else None)
-    print(f"Cross-validation summary of {args.out} (mean ± sd over folds; (paired difference to multitask)):")
-    print(format_cross_validation_table(summary))
+    _console(f"Cross-validation summary of {args.out} (mean ± sd over folds; (paired difference to multitask)):")
+    _console(format_cross_validation_table(summary))
     return 1 if failed else 0
 
 

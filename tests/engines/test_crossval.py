@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,13 +101,13 @@ def test_summary_means_sds_and_paired_differences(tmp_path: Path) -> None:
     assert pooled["model_auc"] == pytest.approx(1 - 9 / 144)
     assert pooled["difference"] == pytest.approx(-9 / 144) and pooled["ci_difference"][1] <= 0.0
     assert "pooled_malignancy" not in ablation
-    table = (tmp_path / "cv_table.md").read_text()
+    table = (tmp_path / "cv_table.md").read_text(encoding="utf-8")
     assert "| multitask | 3 | 0.800 ± 0.100 |" in table
     assert "0.750 ± 0.141 (-0.050)" in table
     assert "| majority class | 0.600 ± 0.000 |" in table
     assert "| multitask | 0.938 [" in table
     assert "| 0.30 ± 0.00 |" in table  # rating-3 nodules, reported apart
-    rows = (tmp_path / "cv_folds.csv").read_text().splitlines()
+    rows = (tmp_path / "cv_folds.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 1 + 5 and rows[0].startswith("config,fold,n_nodules,dice")
     assert json.loads((tmp_path / "cv_summary.json").read_text())["configs"]["multitask"]["dice"]["n_folds"] == 3
     assert summarise_cross_validation(tmp_path / "empty", ["multitask"])["configs"] == {}
@@ -121,8 +122,10 @@ def test_cross_validate_cli_end_to_end(tmp_path: Path, dataset: Path) -> None:
         "--set", "patch_size=[32,32,32]", "--set", "spacing_mm=[2.0,2.0,2.0]", "--set", "network_def#init_filters=4",
         "--set", "epochs=1", "--set", "num_workers=0", "--set", "val_batch_size=2",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    ascii_console = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONIOENCODING": "ascii", "PYTHONUTF8": "0"}
+    done = subprocess.run(command, capture_output=True, encoding="utf-8", env=ascii_console, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "+/-" in done.stdout  # an ASCII console gets the table without ± rather than a crash
     datalist = json.loads((dataset / "datalist.json").read_text())
     fold1 = [i for split in ("training", "validation") for i in datalist[split] if i["fold"] == 1]
     for config in ("classification_only", "single_window"):
@@ -138,7 +141,7 @@ def test_cross_validate_cli_end_to_end(tmp_path: Path, dataset: Path) -> None:
     assert first["overrides"]["windows"] == {"lung": [-1000, 400]}
     summary = json.loads((out / "cv_summary.json").read_text())
     assert set(summary["configs"]) == {"classification_only", "single_window"}
-    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    again = subprocess.run(command, capture_output=True, encoding="utf-8", check=False)
     assert again.returncode == 0 and again.stdout.count("done before") == 2, again.stdout + again.stderr
 
 
