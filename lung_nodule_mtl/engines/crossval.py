@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 
 from lung_nodule_mtl import __version__
+from lung_nodule_mtl.constants import DEFAULT_WINDOWS
+from lung_nodule_mtl.data.datalist import read_splits, select_fold
 from lung_nodule_mtl.utils.io import atomic_write, atomic_write_csv, atomic_write_json, json_safe, read_json_or_none
 
 __all__ = [
@@ -53,16 +55,18 @@ logger = logging.getLogger(__name__)
 
 BUNDLE_CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
 
+_LUNG_WINDOW_ONLY = {"lung": list(DEFAULT_WINDOWS["lung"])}
+
 # The seeds' ablations as overrides of bundle/configs/train.yaml (the network's own switches; see LNMSNet).
 ABLATIONS: dict[str, dict[str, Any]] = {
     "multitask": {},
     "segmentation_only": {"network_def#heads": []},
     "classification_only": {"network_def#segmentation": False, "network_def#feature_combination": False},
-    "single_window": {"windows": {"lung": [-1000, 400]}},
+    "single_window": {"windows": _LUNG_WINDOW_ONLY},
     "no_msconv": {"network_def#msconv": False},
     "no_feature_combination": {"network_def#feature_combination": False},
     # the Chongqing seed's baseline: one window, segmentation only
-    "single_window_segmentation_only": {"windows": {"lung": [-1000, 400]}, "network_def#heads": []},
+    "single_window_segmentation_only": {"windows": _LUNG_WINDOW_ONLY, "network_def#heads": []},
 }
 
 ABLATION_DESCRIPTIONS: dict[str, str] = {
@@ -236,16 +240,12 @@ def run_cross_validation(
     datalist = dataset / "datalist.json"
     if not datalist.is_file():
         raise FileNotFoundError(f"{datalist} not found: --dataset-dir must hold the datalist.json of prepare-vois.")
-    folds = {
-        item.get("fold")
-        for split in ("training", "validation")
-        for item in json.loads(datalist.read_text()).get(split, [])
-    }
-    missing = sorted({r.fold for r in runs} - folds)
-    if missing:
-        raise ValueError(
-            f"{datalist} has no fold(s) {missing} (its folds: {sorted(f for f in folds if f is not None)})."
-        )
+    splits = read_splits(datalist)  # validated once here, not 2 x len(runs) times in the children
+    for fold in sorted({r.fold for r in runs}):
+        try:
+            select_fold(splits, fold)  # raises for a fold the datalist does not have
+        except ValueError as error:
+            raise ValueError(f"{datalist}: {error}") from error
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}.")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
