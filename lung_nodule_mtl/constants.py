@@ -69,6 +69,9 @@ class Keys(StrEnum):
     MALIGNANCY_SCORE = "malignancy_score"
     """Malignancy rating 1-5 (LIDC scale); absent or ``null`` when unknown."""
     FOLD = "fold"
+    NODULE = "nodule"
+    """Detection label of a training window: 1 a nodule at its centre, 0 none (a hard or random negative from a
+    whole scan); absent or ``null`` when not known (a window with a nodule off-centre, a nodule-centred VOI crop)."""
     """Cross-validation fold of the item's patient (0-based)."""
 
 
@@ -88,6 +91,9 @@ class OutputKeys(StrEnum):
     """Regressed malignancy rating ``(B, 1)`` on the 1-5 scale."""
     DIAMETER = "diameter_mm"
     """Regressed nodule diameter ``(B, 1)`` in mm (an optional head)."""
+    NODULE = "nodule"
+    """Detection logit ``(B, 1)``: is there a nodule at the centre of the crop (the false-positive reduction
+    head; optional, not in the defaults)."""
     MASK_DEEP_SUPERVISION_PREFIX = "mask_ds"
     """Prefix of the deep-supervision mask logits ``mask_ds1``, ``mask_ds2``, ... (training mode only)."""
 

@@ -24,6 +24,7 @@ from lung_nodule_mtl.cli.common import print_summary
 from lung_nodule_mtl.cli.crossval import register as register_crossval
 from lung_nodule_mtl.cli.froc import register as register_froc
 from lung_nodule_mtl.cli.growth import register as register_growth
+from lung_nodule_mtl.cli.insertion import register as register_insertion
 from lung_nodule_mtl.cli.lidc import register as register_lidc
 from lung_nodule_mtl.cli.luna16 import register as register_luna16
 
@@ -95,7 +96,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         ("sw_roi_size", args.roi_size),
         ("sw_overlap", args.overlap),
         ("sw_batch_size", args.sw_batch_size),
-        ("mask_threshold", args.threshold),
+        ("detection_threshold", args.threshold),
+        ("mask_threshold", args.mask_threshold),
         ("min_diameter_mm", args.min_diameter_mm),
         ("max_nodules", args.max_nodules),
     ):
@@ -231,7 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding window (default: patch)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: 0.25)")
     p.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass (default: 4)")
-    p.add_argument("--threshold", type=float, default=None, help="mask probability threshold (default: 0.5)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="detection probability a nodule needs to be reported: the operating point (default: the bundle's "
+        "detection_threshold, chosen on development scans; 0 reports every candidate up to --max-nodules)",
+    )
+    p.add_argument("--mask-threshold", type=float, default=None, help="mask probability threshold (default: 0.5)")
     p.add_argument("--min-diameter-mm", type=float, default=None, help="smallest nodule reported (default: 3)")
     p.add_argument("--max-nodules", type=int, default=None, help="most nodules per scan (default: 20)")
     p.add_argument("--no-lung-mask", action="store_true", help="analyse the whole image, not only the lungs")
@@ -243,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_crossval(sub)
     register_froc(sub)
     register_growth(sub)
+    register_insertion(sub)
     register_lidc(sub)
     register_luna16(sub)
     return parser

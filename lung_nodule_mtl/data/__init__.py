@@ -23,7 +23,13 @@ _LAZY = {
 """Exports imported on first use (the LIDC-IDRI converter reads CT with the inference I/O, which imports torch)."""
 
 
+_LAZY_MODULES = ("insertion", "scans")
+"""Submodules reachable as attributes (bundle configs: ``$lung_nodule_mtl.data.scans.read_scan_splits(...)``)."""
+
+
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """Pieces that plug the multi-task model into MONAI's Ignite engines (used by the bundle configs)."""
 
+from lung_nodule_mtl.engines.budget import TimeBudget
 from lung_nodule_mtl.engines.checkpoint import (
     AtomicCheckpointSaver,
     AtomicDiskSaver,
@@ -29,6 +30,7 @@ __all__ = [
     "NoduleEvaluationWriter",
     "NodulePredictionWriter",
     "SplitPredictiond",
+    "TimeBudget",
     "TotalLoss",
     "TrainingCheckpoint",
     "cpu_bf16_native",

@@ -24,6 +24,7 @@ DEFAULT_TARGET_KEYS: tuple[str, ...] = (
     Keys.MALIGNANCY_SCORE.value,
     *ATTRIBUTE_NAMES,
     Keys.DIAMETER.value,
+    Keys.NODULE.value,
 )
 """Keys moved into the targets dict when present in the batch (the mask and every head's label)."""
 

@@ -51,12 +51,14 @@ def head_predictions(pred: Mapping[str, torch.Tensor]) -> dict[str, Any]:
             score ``(1,)``, attribute logits ``(n_classes,)``.
 
     Returns:
-        ``malignancy_prob`` in ``[0, 1]``, ``malignancy_score`` on 1-5, and each attribute as its
-        LIDC rating (1-based argmax); only the heads the network has.
+        ``malignancy_prob`` in ``[0, 1]``, ``nodule_prob`` (detection head) in ``[0, 1]``, ``malignancy_score``
+        on 1-5, and each attribute as its LIDC rating (1-based argmax); only the heads the network has.
     """
     out: dict[str, Any] = {}
     if OutputKeys.MALIGNANCY in pred:
         out["malignancy_prob"] = float(torch.sigmoid(pred[OutputKeys.MALIGNANCY].float()).reshape(-1)[0])
+    if OutputKeys.NODULE in pred:
+        out["nodule_prob"] = float(torch.sigmoid(pred[OutputKeys.NODULE].float()).reshape(-1)[0])
     if OutputKeys.MALIGNANCY_SCORE in pred:
         out["malignancy_score"] = float(pred[OutputKeys.MALIGNANCY_SCORE].float().reshape(-1)[0])
     for name in ATTRIBUTE_CLASSES:

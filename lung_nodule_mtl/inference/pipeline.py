@@ -16,12 +16,15 @@
    ``device`` in ``channels_last_3d`` with mixed precision where the hardware has it (float16 on CUDA, bfloat16
    on CPUs with native bfloat16, e.g. AMX or AVX512-BF16), stitching on the CPU to bound GPU memory.
 4. **Candidates**: sigmoid > ``threshold``, 26-connected components, those with an equivalent diameter
-   below ``min_diameter_mm`` dropped; each component's detection probability is its highest voxel
-   probability; at most ``max_nodules``, most probable first. Or, with given centres (``centres_ras``,
-   e.g. from a LUNA16 table), one nodule per centre: the network's mask on a crop centred there,
-   the component under (or within ``snap_mm`` of) the centre.
-5. **Heads**: one forward pass of the whole network on a ``patch_size`` crop centred on each nodule
-   (the regime the heads were trained in) → malignancy probability, 1-5 score and the attributes.
+   below ``min_diameter_mm`` dropped; at most ``max_candidates`` (highest voxel probability first). Or, with given
+   centres (``centres_ras``, e.g. from a LUNA16 table), one nodule per centre: the network's mask on a crop
+   centred there, the component under (or within ``snap_mm`` of) the centre.
+5. **Heads and false-positive reduction**: one forward pass of the whole network on a ``patch_size`` crop centred
+   on each candidate (the regime the heads were trained in) → malignancy probability, 1-5 score, the attributes
+   and, when the network has the detection head ``nodule`` (trained on whole-scan windows against hard
+   negatives, ``bundle/configs/train_scans.yaml``), the **detection probability**; without that head it is the
+   component's highest mask probability. Candidates below ``detection_threshold`` are dropped (the operating
+   point), the rest ranked by it, at most ``max_nodules``.
 6. **Back to the input grid**: the label map (one label per nodule, 1 = most probable) is resampled
    to exactly the input's grid and affine by nearest neighbour (MONAI's ``ResampleToMatch`` for oblique grids).
    Volumes and diameters are measured on the isotropic grid, before that resampling.
@@ -192,6 +195,9 @@ class ScanPredictor:
         max_diameter_mm: candidates with a larger equivalent diameter are dropped (``None``: no limit; nodules are
             <= 30 mm by definition, larger lesions are masses).
         max_nodules: most nodules reported per scan (most probable first).
+        max_candidates: most mask components scored by the heads per scan (highest mask probability first).
+        detection_threshold: candidates whose detection probability is below it are not reported (``None`` or 0:
+            all, up to ``max_nodules``).
         use_lung_mask: restrict inference to the lungs (see :mod:`lung_nodule_mtl.inference.lung`).
         snap_mm: with given centres, how far from the centre the mask component may start, mm.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
@@ -216,6 +222,8 @@ class ScanPredictor:
         min_diameter_mm: float = 3.0,
         max_diameter_mm: float | None = None,
         max_nodules: int = 20,
+        max_candidates: int = 200,
+        detection_threshold: float | None = None,
         use_lung_mask: bool = True,
         snap_mm: float = 5.0,
         device: str | torch.device = "auto",
@@ -227,8 +235,13 @@ class ScanPredictor:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
         if not 0.0 <= float(overlap) < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap!r}.")
-        if int(max_nodules) < 1 or int(sw_batch_size) < 1:
-            raise ValueError(f"max_nodules and sw_batch_size must be >= 1, got {max_nodules!r}, {sw_batch_size!r}.")
+        if int(max_nodules) < 1 or int(sw_batch_size) < 1 or int(max_candidates) < 1:
+            raise ValueError(
+                f"max_nodules, max_candidates and sw_batch_size must be >= 1, got {max_nodules!r}, "
+                f"{max_candidates!r}, {sw_batch_size!r}."
+            )
+        if detection_threshold is not None and not 0.0 <= float(detection_threshold) < 1.0:
+            raise ValueError(f"detection_threshold must be None or in [0, 1), got {detection_threshold!r}.")
         self.device = resolve_device(device)
         self.amp_dtype = autocast_dtype(self.device, as_bool(amp, "amp", allow_none=True))
         self.amp = self.amp_dtype is not None
@@ -250,6 +263,8 @@ class ScanPredictor:
         self.min_diameter_mm = float(min_diameter_mm)
         self.max_diameter_mm = None if max_diameter_mm is None else float(max_diameter_mm)
         self.max_nodules = int(max_nodules)
+        self.max_candidates = max(int(max_candidates), self.max_nodules)
+        self.detection_threshold = None if detection_threshold is None else float(detection_threshold)
         self.use_lung_mask = as_bool(use_lung_mask, "use_lung_mask")
         self.snap_mm = float(snap_mm)
         self.keep_images = as_bool(keep_images, "keep_images")
@@ -267,6 +282,12 @@ class ScanPredictor:
         self._resampler = IsotropicResampler(self.spacing_mm, ORIENTATION, AXIS_LABELS)
         self._crop = NoduleCentredCrop(self.patch_size, pad_value=AIR_HU)
 
+    @property
+    def has_detection_head(self) -> bool:
+        """Whether the network scores candidates with a detection head (``nodule``)."""
+        heads = getattr(self.network, "heads", None)
+        return isinstance(heads, nn.ModuleDict) and str(OutputKeys.NODULE) in heads
+
     def settings(self) -> dict[str, Any]:
         """The parameters that change the results (recorded in every report)."""
         return {
@@ -280,6 +301,9 @@ class ScanPredictor:
             "min_diameter_mm": self.min_diameter_mm,
             "max_diameter_mm": self.max_diameter_mm,
             "max_nodules": self.max_nodules,
+            "max_candidates": self.max_candidates,
+            "detection_threshold": self.detection_threshold,
+            "detection_score": "nodule head" if self.has_detection_head else "mask peak",
             "lung_mask": self.use_lung_mask,
             "precision": {None: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[self.amp_dtype],
         }
@@ -399,11 +423,31 @@ class ScanPredictor:
             centre = np.asarray([s.start for s in box], dtype=np.float64) + np.argwhere(inside).mean(axis=0)
             found.append((peak, i + 1, centre))
         found.sort(key=lambda f: -f[0])  # stable: ties keep the scan order
-        found = found[: self.max_nodules]
+        found = found[: self.max_candidates]
         lut = np.zeros(n + 1, dtype=np.int32)
         for rank, (_, index, _) in enumerate(found):
             lut[index] = rank + 1
         return lut[comp], [f[0] for f in found], [f[2] for f in found]
+
+    def _select(
+        self, labels: NDArray[np.int32], centres: list, heads: list[dict], peaks: Sequence[float]
+    ) -> tuple[NDArray[np.int32], list, list[dict], list[float | None]]:
+        """The operating point: detection probability (the ``nodule`` head, else the mask peak) per candidate, those
+        below ``detection_threshold`` dropped, the rest most probable first, at most ``max_nodules``; the label
+        map renumbered to match (1 = most probable)."""
+        scores = [
+            float(h.get("nodule_prob", p)) if self.has_detection_head else float(p)
+            for h, p in zip(heads, peaks, strict=True)
+        ]
+        keep = [
+            i
+            for i in sorted(range(len(scores)), key=lambda i: -scores[i])
+            if self.detection_threshold is None or scores[i] >= self.detection_threshold
+        ][: self.max_nodules]
+        lut = np.zeros(len(scores) + 1, dtype=np.int32)
+        for rank, i in enumerate(keep):
+            lut[i + 1] = rank + 1
+        return lut[labels], [centres[i] for i in keep], [heads[i] for i in keep], [scores[i] for i in keep]
 
     # -- the whole scan ----------------------------------------------------------------------------------------
 
@@ -479,14 +523,18 @@ class ScanPredictor:
             timings["components"] = time.perf_counter() - t
             t = time.perf_counter()
             heads, _ = self._heads(iso, centres)
+            iso_labels, centres, heads, detection = self._select(iso_labels, centres, heads, scores)
             timings["heads"] = time.perf_counter() - t
             source = "detected"
-            detection: list[float | None] = list(scores)
         else:
             t = time.perf_counter()
             centres = [list(map(float, c)) for c in centres_ras]
             heads, crop_probs = self._heads(iso, centres)
             iso_labels, detection = self._given_components(iso, centres, crop_probs)
+            if self.has_detection_head:
+                detection = [
+                    h.get("nodule_prob") if d is not None else None for h, d in zip(heads, detection, strict=True)
+                ]
             timings["heads"] = time.perf_counter() - t
             source = "given"
             for k, s in enumerate(detection):

@@ -66,6 +66,8 @@ class LossKeys(StrEnum):
     """Mean cross-entropy over the attributes that have labels in the batch (each also as ``attributes/<name>``)."""
     DIAMETER = "diameter_mm"
     """L1 on the log diameter, when the network has a ``diameter_mm`` head."""
+    DETECTION = "nodule"
+    """BCE with logits of the detection head (a nodule at the window's centre or not), when the network has one."""
     SIZE_PRIOR = "size_prior"
     """Size prior (seed 2), only when ``size_prior_weight > 0``."""
     SPATIAL_PRIOR = "spatial_prior"
@@ -78,6 +80,7 @@ TASKS: tuple[str, ...] = (
     str(LossKeys.MALIGNANCY_SCORE),
     str(LossKeys.ATTRIBUTES),
     str(LossKeys.DIAMETER),
+    str(LossKeys.DETECTION),
 )
 """Tasks that get a (fixed or learned) weight; the size and spatial priors are regularisers with fixed weights."""
 
@@ -119,6 +122,8 @@ class MultiTaskLoss(nn.Module):
     * ``attributes`` (and ``attributes/<name>``): cross-entropy of each attribute's logits ``(B, n)`` against its
       0-based class ``(B,)`` int64; ``attributes`` is the mean over the attributes with at least one label.
     * ``diameter_mm``: L1 of log diameters, when the network has a ``diameter_mm`` head.
+    * ``nodule``: BCE with logits of the detection head ``pred["nodule"] (B, 1)`` against ``batch["nodule"]``
+      (1 a nodule at the window's centre, 0 a negative window from a whole scan), when the network has one.
     * ``size_prior`` and ``spatial_prior`` (seed 2), off by default — see ``size_prior_weight`` and
       ``spatial_prior_weight``.
 
@@ -268,6 +273,19 @@ class MultiTaskLoss(nn.Module):
         per = F.binary_cross_entropy_with_logits(logit, target, pos_weight=pw, reduction="none")
         return _masked_mean(per, valid)
 
+    def detection_loss(
+        self, pred: Mapping[str, torch.Tensor], batch: Mapping[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """BCE with logits of the detection head over samples whose label is 0 or 1."""
+        key = str(Keys.NODULE)
+        if key not in pred:
+            return None
+        logit = pred[key].reshape(-1).float()
+        y = self._label(batch, key, logit)
+        valid = (y == 0) | (y == 1)
+        per = F.binary_cross_entropy_with_logits(logit, torch.where(valid, y, torch.zeros_like(y)), reduction="none")
+        return _masked_mean(per, valid)
+
     def score_loss(
         self, pred: Mapping[str, torch.Tensor], batch: Mapping[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -389,6 +407,7 @@ class MultiTaskLoss(nn.Module):
             (str(LossKeys.MALIGNANCY), self.malignancy_loss),
             (str(LossKeys.MALIGNANCY_SCORE), self.score_loss),
             (str(LossKeys.DIAMETER), self.diameter_loss),
+            (str(LossKeys.DETECTION), self.detection_loss),
         ):
             result = fn(pred, batch)
             if result is not None:

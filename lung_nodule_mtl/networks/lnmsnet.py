@@ -44,8 +44,10 @@ HEAD_CLASSES: dict[str, int] = {
     str(Keys.MALIGNANCY_SCORE): 1,
     **{str(k): v for k, v in ATTRIBUTE_CLASSES.items()},
     str(Keys.DIAMETER): 1,
+    str(Keys.NODULE): 1,
 }
-"""Output size of every head a ``heads`` list may name (``diameter_mm`` is optional, not in the defaults)."""
+"""Output size of every head a ``heads`` list may name (``diameter_mm`` and ``nodule``, the detection logit that
+rejects false-positive candidates, are optional, not in the defaults)."""
 
 SCORE_RANGE: tuple[float, float] = (1.0, 5.0)
 """LIDC malignancy rating range; the score head is squashed into it by ``tanh``."""

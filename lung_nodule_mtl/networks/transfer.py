@@ -16,12 +16,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["LoadReport", "freeze_encoder_stages", "load_partial_state"]
+__all__ = ["LoadReport", "freeze_encoder_stages", "init_weights", "load_partial_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -197,3 +198,18 @@ def freeze_encoder_stages(model: nn.Module, stages: Sequence[str | int]) -> list
         raise ValueError(f"freeze_encoder_stages: model must be an LNMSNet, got {type(model).__name__}.")
     result: list[str] = freeze(stages)
     return result
+
+
+def init_weights(model: nn.Module, checkpoint: str | PathLike[str] | None = None) -> nn.Module:
+    """``model`` with the weights of ``checkpoint`` that fit it (:func:`load_partial_state`; what was not loaded is
+    logged), or unchanged when ``checkpoint`` is ``None`` or empty: a bundle's ``init_weights`` knob (fine-tuning).
+
+    Raises:
+        FileNotFoundError: a checkpoint that does not exist.
+    """
+    if checkpoint in (None, ""):
+        return model
+    if not Path(str(checkpoint)).is_file():
+        raise FileNotFoundError(f"init_weights: checkpoint not found: {str(checkpoint)!r}.")
+    load_partial_state(model, checkpoint)  # logs what it loaded and skipped
+    return model

@@ -4,6 +4,8 @@
 * :mod:`~lung_nodule_mtl.transforms.window`: HU windows → ``[0, 1]`` channels.
 * :mod:`~lung_nodule_mtl.transforms.crop`: fixed-size crops around a world-mm nodule centre (invertible).
 * :mod:`~lung_nodule_mtl.transforms.labels`: datalist scalars → label tensors (``IGNORE_INDEX`` when missing).
+* :mod:`~lung_nodule_mtl.transforms.scan_windows`: training windows from whole scans (nodules, pasted real nodules,
+  hard and random negatives from inside the lungs).
 * :mod:`~lung_nodule_mtl.transforms.chains`: the training, validation and inference ``Compose`` chains.
 """
 
@@ -23,7 +25,9 @@ from lung_nodule_mtl.transforms.chains import (
     DEFAULT_SCALE_RANGE,
     DEFAULT_SPACING_MM,
     ORIENTATION,
+    TRAIN_KEYS,
     get_inference_transforms,
+    get_scan_train_transforms,
     get_train_transforms,
     get_val_transforms,
 )
@@ -46,7 +50,9 @@ from lung_nodule_mtl.transforms.labels import (
     encode_attribute,
     encode_malignancy,
     encode_malignancy_score,
+    encode_nodule,
 )
+from lung_nodule_mtl.transforms.scan_windows import RandScanWindowsd, ScanSamplingPointsd
 from lung_nodule_mtl.transforms.window import WINDOWED_PAD_VALUE, LungWindow, LungWindowd, normalise_windows
 
 __all__ = [
@@ -69,6 +75,7 @@ __all__ = [
     "MASK_PAD_VALUE",
     "ORIENTATION",
     "SOFT_INDETERMINATE",
+    "TRAIN_KEYS",
     "WINDOWED_PAD_VALUE",
     "LungWindow",
     "LungWindowd",
@@ -78,11 +85,15 @@ __all__ = [
     "NoduleLabelsd",
     "RandNoduleCentredCrop",
     "RandNoduleCentredCropd",
+    "RandScanWindowsd",
+    "ScanSamplingPointsd",
     "encode_attribute",
     "encode_malignancy",
     "encode_malignancy_score",
+    "encode_nodule",
     "get_growth_transforms",
     "get_inference_transforms",
+    "get_scan_train_transforms",
     "get_train_transforms",
     "get_val_transforms",
     "nodule_roi",

@@ -28,7 +28,8 @@ config can pass them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from monai.transforms import (
@@ -44,6 +45,7 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
     ScaleIntensityRanged,
+    SelectItemsd,
     Spacingd,
     Transform,
 )
@@ -70,7 +72,9 @@ __all__ = [
     "DEFAULT_SCALE_RANGE",
     "DEFAULT_SPACING_MM",
     "ORIENTATION",
+    "TRAIN_KEYS",
     "get_inference_transforms",
+    "get_scan_train_transforms",
     "get_train_transforms",
     "get_val_transforms",
 ]
@@ -104,6 +108,8 @@ DEFAULT_INTENSITY_SHIFT_OFFSET = 0.05
 DEFAULT_NOISE_PROB = 0.2
 """Probability of adding Gaussian noise of standard deviation up to ``noise_std`` (window units)."""
 DEFAULT_NOISE_STD = 0.01
+TRAIN_KEYS: tuple[str, ...] = (str(Keys.IMAGE), str(Keys.LABEL), *LABEL_KEYS)
+"""What a training batch needs (image, mask, every label): the keys both training chains keep when mixed."""
 
 
 def _check_prob(value: float, name: str) -> float:
@@ -161,6 +167,7 @@ def get_train_transforms(
     image_key: str = Keys.IMAGE,
     mask_key: str = Keys.LABEL,
     center_key: str = Keys.CENTER_WORLD,
+    select_keys: Sequence[str] | None = None,
 ) -> Compose:
     """Training chain: load, RAS, isotropic spacing, jittered crop, windows, augmentation, labels.
 
@@ -186,6 +193,8 @@ def get_train_transforms(
         image_key: key of the CT (a path in the datalist).
         mask_key: key of the nodule mask (a path in the datalist).
         center_key: key of the RAS-mm nodule centre.
+        select_keys: keep only these keys at the end (e.g. :data:`TRAIN_KEYS`, so batches mix with the whole-scan
+            chain's), ``None`` keeps all.
 
     Returns:
         A ``Compose`` giving ``image`` ``(n_windows, *roi_size)`` float32 in ``[0, 1]``, ``label``
@@ -194,17 +203,14 @@ def get_train_transforms(
     Raises:
         ValueError: a probability outside ``[0, 1]``, a negative range, or a bad size/spacing/window.
     """
-    probs = {
-        name: _check_prob(value, name)
-        for name, value in (
-            ("flip_prob", flip_prob),
-            ("rot90_prob", rot90_prob),
-            ("affine_prob", affine_prob),
-            ("intensity_scale_prob", intensity_scale_prob),
-            ("intensity_shift_prob", intensity_shift_prob),
-            ("noise_prob", noise_prob),
-        )
-    }
+    probs = _check_probs(
+        flip_prob=flip_prob,
+        rot90_prob=rot90_prob,
+        affine_prob=affine_prob,
+        intensity_scale_prob=intensity_scale_prob,
+        intensity_shift_prob=intensity_shift_prob,
+        noise_prob=noise_prob,
+    )
     rotate = _check_non_negative(rotate_range_rad, "rotate_range_rad")
     scale = _check_non_negative(scale_range, "scale_range")
     keys = [image_key, mask_key]
@@ -214,6 +220,29 @@ def get_train_transforms(
             keys, roi_size, max_shift_mm=max_shift_mm, center_key=center_key, pad_value=_pad_values(keys, image_key)
         ),
         LungWindowd(keys=image_key, windows=windows),
+        *_augmentation(
+            keys, image_key, probs, rotate, scale, intensity_scale_factor, intensity_shift_offset, noise_std
+        ),
+        NoduleLabelsd(keys=label_keys, indeterminate=indeterminate),
+        EnsureTyped(keys=keys, dtype=torch.float32),
+    ]
+    if select_keys:
+        transforms.append(SelectItemsd(keys=list(select_keys)))
+    return Compose(transforms)
+
+
+def _augmentation(
+    keys: Sequence[str],
+    image_key: str,
+    probs: dict[str, float],
+    rotate: float,
+    scale: float,
+    intensity_scale_factor: float,
+    intensity_shift_offset: float,
+    noise_std: float,
+) -> list[Transform]:
+    """The training augmentation on windowed images (step 4 of the module docstring)."""
+    return [
         *[RandFlipd(keys=keys, prob=probs["flip_prob"], spatial_axis=axis) for axis in range(3)],
         RandRotate90d(keys=keys, prob=probs["rot90_prob"], max_k=3, spatial_axes=(0, 1)),
         RandAffined(
@@ -242,9 +271,114 @@ def get_train_transforms(
             sample_std=True,
         ),
         ScaleIntensityRanged(keys=image_key, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),  # clip to [0, 1]
-        NoduleLabelsd(keys=label_keys, indeterminate=indeterminate),
+    ]
+
+
+def _check_probs(**values: float) -> dict[str, float]:
+    return {name: _check_prob(value, name) for name, value in values.items()}
+
+
+def get_scan_train_transforms(
+    roi_size: Sequence[int] | int = DEFAULT_ROI_SIZE,
+    spacing_mm: Sequence[float] | float = DEFAULT_SPACING_MM,
+    windows: WindowsLike | None = None,
+    bank: Any = None,
+    fractions: Mapping[str, float] | None = None,
+    insert_prob: float = 0.5,
+    max_shift_mm: float = DEFAULT_MAX_SHIFT_MM,
+    anywhere_shift_mm: float = 16.0,
+    negative_clearance_mm: float = 8.0,
+    dense_insert_fraction: float = 0.5,
+    flip_prob: float = DEFAULT_FLIP_PROB,
+    rot90_prob: float = DEFAULT_ROT90_PROB,
+    affine_prob: float = DEFAULT_AFFINE_PROB,
+    rotate_range_rad: float = DEFAULT_ROTATE_RANGE_RAD,
+    scale_range: float = DEFAULT_SCALE_RANGE,
+    intensity_scale_prob: float = DEFAULT_INTENSITY_SCALE_PROB,
+    intensity_scale_factor: float = DEFAULT_INTENSITY_SCALE_FACTOR,
+    intensity_shift_prob: float = DEFAULT_INTENSITY_SHIFT_PROB,
+    intensity_shift_offset: float = DEFAULT_INTENSITY_SHIFT_OFFSET,
+    noise_prob: float = DEFAULT_NOISE_PROB,
+    noise_std: float = DEFAULT_NOISE_STD,
+    indeterminate: IndeterminatePolicy = "ignore",
+    select_keys: Sequence[str] | None = None,
+    image_key: str = Keys.IMAGE,
+    mask_key: str = Keys.LABEL,
+) -> Compose:
+    """Whole-scan training chain: load, RAS, isotropic spacing, lung mask and window places (cached), one window of
+    a kind drawn per call (nodule-centred, nodule anywhere, hard or random negative; real nodules pasted from
+    ``bank``, see :mod:`~lung_nodule_mtl.transforms.scan_windows`), windows, the same augmentation as
+    :func:`get_train_transforms`, labels (``nodule`` included).
+
+    Items are scan items (:func:`lung_nodule_mtl.data.scans.scan_items`): ``image``, optional ``label`` (all the
+    scan's nodules), ``nodules``, optional ``negatives``.
+
+    Args:
+        roi_size: window size, voxels.
+        spacing_mm: voxel size of the grid, mm.
+        windows: HU windows stacked as channels.
+        bank: a :class:`~lung_nodule_mtl.data.insertion.NoduleBank` (or its path) of real nodules to paste, or
+            ``None``.
+        fractions, insert_prob, max_shift_mm, anywhere_shift_mm, negative_clearance_mm, dense_insert_fraction:
+            see :class:`~lung_nodule_mtl.transforms.scan_windows.RandScanWindowsd`.
+        flip_prob, rot90_prob, affine_prob, rotate_range_rad, scale_range, intensity_scale_prob,
+        intensity_scale_factor, intensity_shift_prob, intensity_shift_offset, noise_prob, noise_std: augmentation,
+            as :func:`get_train_transforms`.
+        indeterminate: malignancy policy for indeterminate nodules.
+        select_keys: keep only these keys at the end (so batches mix with another chain's), ``None`` keeps all.
+        image_key: key of the CT.
+        mask_key: key of the label map.
+
+    Returns:
+        A ``Compose`` giving ``image`` ``(n_windows, *roi_size)`` in ``[0, 1]``, ``label`` ``(1, *roi_size)``,
+        the label tensors and ``window_kind``.
+    """
+    from lung_nodule_mtl.transforms.scan_windows import RandScanWindowsd, ScanSamplingPointsd
+
+    probs = _check_probs(
+        flip_prob=flip_prob,
+        rot90_prob=rot90_prob,
+        affine_prob=affine_prob,
+        intensity_scale_prob=intensity_scale_prob,
+        intensity_shift_prob=intensity_shift_prob,
+        noise_prob=noise_prob,
+    )
+    keys = [image_key, mask_key]
+    spacing = _spacing(spacing_mm)
+    transforms: list[Transform] = [
+        LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
+        EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
+        Orientationd(keys=keys, axcodes=ORIENTATION, labels=AXIS_LABELS, allow_missing_keys=True),
+        Spacingd(keys=keys, pixdim=spacing, mode=["bilinear", "nearest"], allow_missing_keys=True),
+        ScanSamplingPointsd(keys=keys, spacing_mm=spacing),
+        RandScanWindowsd(
+            keys=keys,
+            roi_size=roi_size,
+            bank=bank,
+            fractions=fractions,
+            insert_prob=insert_prob,
+            max_shift_mm=max_shift_mm,
+            anywhere_shift_mm=anywhere_shift_mm,
+            negative_clearance_mm=negative_clearance_mm,
+            dense_insert_fraction=dense_insert_fraction,
+            spacing_mm=spacing,
+        ),
+        LungWindowd(keys=image_key, windows=windows),
+        *_augmentation(
+            keys,
+            image_key,
+            probs,
+            _check_non_negative(rotate_range_rad, "rotate_range_rad"),
+            _check_non_negative(scale_range, "scale_range"),
+            intensity_scale_factor,
+            intensity_shift_offset,
+            noise_std,
+        ),
+        NoduleLabelsd(keys=LABEL_KEYS, indeterminate=indeterminate),
         EnsureTyped(keys=keys, dtype=torch.float32),
     ]
+    if select_keys:
+        transforms.append(SelectItemsd(keys=list(select_keys)))
     return Compose(transforms)
 
 

@@ -7,6 +7,8 @@ key                         tensor          value
                                             (``-1``) → ``IGNORE_INDEX`` (policy ``"ignore"``) or
                                             ``0.5`` (policy ``"soft"``); missing → ``IGNORE_INDEX``
 ``malignancy_score``        float32, ``()``  LIDC rating 1-5 as is; missing → ``IGNORE_INDEX``
+``nodule``                  float32, ``()``  ``1.0`` a nodule at the window's centre, ``0.0`` none;
+                                            missing → ``IGNORE_INDEX``
 each :class:`Attribute`     int64, ``()``    0-based class (LIDC value - 1); missing → ``IGNORE_INDEX``
 ==========================  ==============  ===================================================
 
@@ -36,6 +38,7 @@ __all__ = [
     "encode_attribute",
     "encode_malignancy",
     "encode_malignancy_score",
+    "encode_nodule",
 ]
 
 IndeterminatePolicy = Literal["ignore", "soft"]
@@ -45,7 +48,7 @@ INDETERMINATE_POLICIES: tuple[str, ...] = ("ignore", "soft")
 SOFT_INDETERMINATE = 0.5
 """Malignancy target of an indeterminate nodule under the ``"soft"`` policy."""
 
-LABEL_KEYS: tuple[str, ...] = (str(Keys.MALIGNANCY), str(Keys.MALIGNANCY_SCORE), *ATTRIBUTE_NAMES)
+LABEL_KEYS: tuple[str, ...] = (str(Keys.MALIGNANCY), str(Keys.MALIGNANCY_SCORE), *ATTRIBUTE_NAMES, str(Keys.NODULE))
 """Every label the transforms encode, in this order."""
 
 _SCORE_RANGE = (1.0, 5.0)
@@ -113,6 +116,22 @@ def encode_malignancy_score(value: Any) -> torch.Tensor:
     return torch.tensor(v, dtype=torch.float32)
 
 
+def encode_nodule(value: Any) -> torch.Tensor:
+    """Encode a window's detection label (1 a nodule at its centre, 0 none) as a float32 scalar tensor.
+
+    Missing (``None``/NaN) → ``IGNORE_INDEX``.
+
+    Raises:
+        ValueError: any other value.
+    """
+    v = _number(value, str(Keys.NODULE))
+    if v is None:
+        return torch.tensor(float(IGNORE_INDEX), dtype=torch.float32)
+    if v not in (0.0, 1.0):
+        raise ValueError(f"{Keys.NODULE!s} must be 1, 0 or None, got {value!r}.")
+    return torch.tensor(v, dtype=torch.float32)
+
+
 def encode_attribute(name: str, value: Any) -> torch.Tensor:
     """Encode a LIDC attribute rating (1-based) as an int64 0-based class index (scalar tensor).
 
@@ -163,6 +182,8 @@ class NoduleLabels(Transform):
                 out[key] = encode_malignancy(value, self.indeterminate)  # type: ignore[arg-type]
             elif key == Keys.MALIGNANCY_SCORE:
                 out[key] = encode_malignancy_score(value)
+            elif key == Keys.NODULE:
+                out[key] = encode_nodule(value)
             else:
                 out[key] = encode_attribute(key, value)
         return out

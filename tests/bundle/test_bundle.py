@@ -107,7 +107,8 @@ def test_inferring(trained: Path, dataset: Path) -> None:
         patch_size=TINY["patch_size"],
         spacing_mm=TINY["spacing_mm"],
         num_workers=0,
-        **{"network_def#init_filters": 4},
+        # inference.yaml builds the released network (with the detection head); these weights come from train.yaml
+        **{"network_def#init_filters": 4, "network_def#heads": "$list(lung_nodule_mtl.networks.DEFAULT_HEADS)"},
     )
     test_items = json.loads((dataset / "datalist.json").read_text())["test"]
     rows = list(csv.DictReader(open(out / "predictions.csv")))
@@ -185,14 +186,16 @@ def test_ddp_gloo_two_ranks(tmp_path: Path, dataset: Path) -> None:
 
 
 def test_inference_matches_training_config() -> None:
-    """inference.yaml must build the network train.yaml trains, and crop/window the same way."""
+    """inference.yaml must build the network the release recipe (train.yaml + train_scans.yaml) trains, and
+    crop/window the same way."""
     from monai.bundle import ConfigParser
 
     train, infer = ConfigParser(), ConfigParser()
-    train.read_config(TRAIN)
+    train.read_config([TRAIN, str(CONFIGS / "train_scans.yaml")])
     infer.read_config(str(CONFIGS / "inference.yaml"))
     for key in ("network_def", "patch_size", "spacing_mm", "windows"):
         assert train[key] == infer[key], key
+    assert "nodule" in infer.get_parsed_content("network_def").heads
     for parser in (train, infer):
         for key in ("bundle_root", "device", "network_def", "network", "dataset_dir", "output_dir"):
             assert key in parser.config, key

@@ -260,3 +260,18 @@ def test_learns_sphere() -> None:
     assert sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses
     print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, Dice {dices[0]:.3f} -> {dices[-1]:.3f}")
     assert dices[-1] > 0.7 > dices[0], dices
+
+
+def test_detection_head_loss_is_bce_over_labelled_windows_only() -> None:
+    logits = torch.tensor([[2.0], [-1.0], [0.5]], requires_grad=True)
+    pred = {**_pred(False), str(OutputKeys.NODULE): logits}
+    batch = {**_batch(), str(Keys.NODULE): torch.tensor([1.0, 0.0, IGNORE_INDEX])}
+    out = MultiTaskLoss()(pred, batch)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([2.0, -1.0]), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(out[str(LossKeys.DETECTION)], expected)
+    assert str(LossKeys.DETECTION) in TASKS
+    out[TOTAL].backward()
+    assert logits.grad is not None and logits.grad[2, 0] == 0  # the unlabelled window gives no gradient
+    # a batch without detection labels: the task adds exactly zero
+    none = MultiTaskLoss()({**_pred(False), str(OutputKeys.NODULE): logits.detach()}, _batch())
+    assert none[str(LossKeys.DETECTION)].item() == 0.0

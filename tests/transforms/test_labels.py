@@ -137,3 +137,21 @@ def test_collate_mixed_batch() -> None:
     logits = torch.zeros(3, ATTRIBUTE_CLASSES["calcification"])
     loss = torch.nn.functional.cross_entropy(logits, batch["calcification"], ignore_index=IGNORE_INDEX)
     assert loss.item() == pytest.approx(math.log(6))  # only the labelled item counts
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(1, 1.0), (0.0, 0.0), (None, float(IGNORE_INDEX)), (math.nan, float(IGNORE_INDEX))]
+)
+def test_nodule_detection_label(value: Any, expected: float) -> None:
+    from lung_nodule_mtl.transforms.labels import encode_nodule
+
+    out = encode_nodule(value)
+    assert out.dtype == torch.float32 and out.item() == expected
+
+
+def test_nodule_detection_label_rejects_other_values() -> None:
+    from lung_nodule_mtl.transforms.labels import encode_nodule
+
+    with pytest.raises(ValueError, match="nodule must be 1, 0 or None"):
+        encode_nodule(0.5)
+    assert NoduleLabelsd()({"nodule": 1})[Keys.NODULE].item() == 1.0
