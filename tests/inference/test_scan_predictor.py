@@ -223,3 +223,38 @@ def test_precision_follows_the_device(make_predictor) -> None:
     assert autocast_dtype(cpu, None) is (torch.bfloat16 if native else None)
     assert make_predictor(amp=False).settings()["precision"] == "float32"
     assert make_predictor(amp=True).settings()["precision"] == "bfloat16"
+
+
+def test_detection_head_scores_ranks_and_thresholds_the_candidates(phantom, threshold_net) -> None:
+    """With a ``nodule`` head, detection_probability is the head's, candidates are ranked by it and those below the
+    operating point are not reported. The stand-in's head calls a candidate a nodule in proportion to its size, so
+    the 7 mm nodule scores below the 12 mm one and a threshold between them keeps only the big one."""
+    from lung_nodule_mtl.constants import OutputKeys
+
+    class DetectingNet(threshold_net):
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads = torch.nn.ModuleDict({str(OutputKeys.NODULE): torch.nn.Identity()})
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = super().forward(x)
+            fg = (out[str(OutputKeys.MASK)] > 0).float().mean(dim=(1, 2, 3, 4))
+            out[str(OutputKeys.NODULE)] = (fg * 400.0 - 4.0)[:, None]  # logit grows with the foreground
+            return out
+
+    image, affine, _ = phantom
+    common = {"patch_size": (32, 32, 32), "max_diameter_mm": 40.0, "device": "cpu"}
+    everything = ScanPredictor(DetectingNet(), detection_threshold=None, **common)
+    result = everything.predict(_image(image, affine))
+    assert everything.settings()["detection_score"] == "nodule head"
+    scores = [n.detection_probability for n in result.nodules]
+    assert len(scores) == 2 and scores == sorted(scores, reverse=True) and scores[0] > scores[1]
+    assert result.nodules[0].diameter_mm > result.nodules[1].diameter_mm  # the big one ranks first
+    assert set(np.unique(result.labels).tolist()) == {0, 1, 2}  # label k is the k-th most probable
+    between = (scores[0] + scores[1]) / 2
+    kept = ScanPredictor(DetectingNet(), detection_threshold=between, **common).predict(_image(image, affine))
+    assert len(kept.nodules) == 1 and kept.nodules[0].detection_probability == pytest.approx(scores[0])
+    assert set(np.unique(kept.labels).tolist()) == {0, 1}  # the dropped candidate leaves the label map too
+    assert ScanPredictor(threshold_net(), **common).settings()["detection_score"] == "mask peak"
+    with pytest.raises(ValueError, match="detection_threshold"):
+        ScanPredictor(DetectingNet(), detection_threshold=1.0, **common)

@@ -203,16 +203,19 @@ def test_torchscript_outputs_differ(
 
 def test_dict_output_network(make_bundle: Callable[..., Path], tiny_metadata: Callable[..., dict]) -> None:
     """LNMSNet (tiny) returns a dict: ``pred`` is its ``mask``, every head is described and scripts identically."""
-    pytest.importorskip("lung_nodule_mtl.networks", reason="lung_nodule_mtl.networks not importable")
+    networks = pytest.importorskip("lung_nodule_mtl.networks", reason="lung_nodule_mtl.networks not importable")
+    DEFAULT_HEADS = networks.DEFAULT_HEADS  # noqa: N806
     real = json.loads((Path(__file__).resolve().parents[2] / "bundle/configs/metadata.json").read_text())
     fmt = real["network_data_format"]
     fmt["inputs"]["image"]["spatial_shape"] = [16, 16, 16]
     fmt["outputs"]["pred"]["spatial_shape"] = [16, 16, 16]
+    heads = [*DEFAULT_HEADS, "nodule"]  # the released network: the default heads and the detection head
     net = {"_target_": "lung_nodule_mtl.networks.LNMSNet", "in_channels": 3, "init_filters": 2, "blocks": [1, 1]}
+    net["heads"] = heads
     results = check_bundle(make_bundle(network_def=net, metadata=tiny_metadata(**fmt)), checks=[*CHEAP, *NETWORK])
     assert all(r.ok for r in results), [r for r in results if not r.ok]
     by = _by_name(results)
-    assert "11 output(s)" in by[CHECK_NETWORK_IO].detail and "11 output(s)" in by[CHECK_TORCHSCRIPT_OUTPUTS].detail
+    assert "12 output(s)" in by[CHECK_NETWORK_IO].detail and "12 output(s)" in by[CHECK_TORCHSCRIPT_OUTPUTS].detail
 
     del fmt["outputs"]["texture"]  # an undescribed output fails network_io
     bundle = make_bundle("undescribed", network_def=net, metadata=tiny_metadata(**fmt), weights=False)

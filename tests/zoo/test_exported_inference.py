@@ -101,6 +101,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
         bundle_root=str(root),
         dataset_dir=str(dataset),
         **TRAIN_SMALL,
+        # the released network (inference.yaml): the default heads and the detection head
+        **{"network_def#heads": "$list(lung_nodule_mtl.networks.DEFAULT_HEADS) + ['nodule']"},
     )
     out = tmp_path_factory.mktemp("export") / "lung_nodule_ct_mtl"
     return export_bundle(out, REPO / "bundle", ckpt=root / "models" / "model_final.pt")

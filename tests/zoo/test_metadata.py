@@ -74,7 +74,7 @@ def test_io_matches_network_heads() -> None:
     assert image["num_channels"] == len(DEFAULT_WINDOWS) == len(image["channel_def"])
     assert image["spatial_shape"] == [48, 48, 48] and image["value_range"] == [0, 1]
     outputs = fmt["outputs"]
-    expected = {"pred": 1, str(Keys.MALIGNANCY): 1, str(Keys.MALIGNANCY_SCORE): 1}
+    expected = {"pred": 1, str(Keys.NODULE): 1, str(Keys.MALIGNANCY): 1, str(Keys.MALIGNANCY_SCORE): 1}
     expected |= {str(k): n for k, n in ATTRIBUTE_CLASSES.items()}
     assert {name: spec["num_channels"] for name, spec in outputs.items()} == expected
     for name, spec in outputs.items():
