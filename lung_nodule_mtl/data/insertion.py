@@ -530,45 +530,28 @@ def insert_into_scans(
         image_rel, label_rel = f"images/{case.case_id}.nii.gz", f"labels/{case.case_id}.nii.gz"
         atomic_write_nifti(np.round(new_hu).astype(np.int16), affine, out / image_rel, dtype=np.int16)
         atomic_write_nifti(labels, affine, out / label_rel, dtype=np.uint8)
-        for n in host_own:
-            lps = ras_to_lps(n[str(Keys.CENTER_WORLD)])
-            annotations.append(
-                {
+        for source, found in (("host", host_own), ("inserted", records)):
+            for r in found:
+                lps = ras_to_lps(r[str(Keys.CENTER_WORLD)])
+                annotations.append(
+                    {
+                        "seriesuid": case.case_id,
+                        **dict(zip(("coordX", "coordY", "coordZ"), lps, strict=True)),
+                        "diameter_mm": r[str(Keys.DIAMETER)],
+                    }
+                )
+                row = {
                     "seriesuid": case.case_id,
-                    **dict(zip(("coordX", "coordY", "coordZ"), lps, strict=True)),
-                    "diameter_mm": n[str(Keys.DIAMETER)],
-                }
-            )
-            table.append(
-                {
-                    "seriesuid": case.case_id,
-                    "source": "host",
-                    "placement": "",
-                    "center_ras": n[str(Keys.CENTER_WORLD)],
-                    "diameter_mm": n[str(Keys.DIAMETER)],
-                }
-            )
-        for r in records:
-            lps = ras_to_lps(r[str(Keys.CENTER_WORLD)])
-            annotations.append(
-                {
-                    "seriesuid": case.case_id,
-                    **dict(zip(("coordX", "coordY", "coordZ"), lps, strict=True)),
-                    "diameter_mm": r[str(Keys.DIAMETER)],
-                }
-            )
-            table.append(
-                {
-                    "seriesuid": case.case_id,
-                    "source": "inserted",
-                    "placement": r["placement"],
+                    "source": source,
+                    "placement": r.get("placement", ""),
                     "center_ras": r[str(Keys.CENTER_WORLD)],
                     "diameter_mm": r[str(Keys.DIAMETER)],
-                    "from_case": r.get(str(Keys.CASE_ID)),
-                    "from_patient": r.get(str(Keys.PATIENT_ID)),
-                    **{k: r.get(k) for k in BANK_LABEL_KEYS},
                 }
-            )
+                if source == "inserted":
+                    row |= {"from_case": r.get(str(Keys.CASE_ID)), "from_patient": r.get(str(Keys.PATIENT_ID))}
+                    row |= {k: r.get(k) for k in BANK_LABEL_KEYS}
+                table.append(row)
+        for r in records:
             items.append(
                 {
                     str(Keys.IMAGE): image_rel,
