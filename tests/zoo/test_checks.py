@@ -204,7 +204,7 @@ def test_torchscript_outputs_differ(
 def test_dict_output_network(make_bundle: Callable[..., Path], tiny_metadata: Callable[..., dict]) -> None:
     """LNMSNet (tiny) returns a dict: ``pred`` is its ``mask``, every head is described and scripts identically."""
     networks = pytest.importorskip("lung_nodule_mtl.networks", reason="lung_nodule_mtl.networks not importable")
-    DEFAULT_HEADS = networks.DEFAULT_HEADS  # noqa: N806
+    DEFAULT_HEADS = networks.DEFAULT_HEADS
     real = json.loads((Path(__file__).resolve().parents[2] / "bundle/configs/metadata.json").read_text())
     fmt = real["network_data_format"]
     fmt["inputs"]["image"]["spatial_shape"] = [16, 16, 16]
