@@ -122,7 +122,7 @@ def _cut(hu: NDArray[Any], mask: NDArray[np.bool_], centre_vox: NDArray[np.float
     return BankNodule(np.round(np.clip(patch, -32768, 32767)).astype(np.int16), mpatch)
 
 
-def _load_item(args: tuple[Mapping[str, Any], tuple[float, float, float], float]) -> BankNodule | None:
+def _load_item(args: tuple[dict[str, Any], tuple[float, float, float], float]) -> BankNodule | None:
     """Load one datalist item (image + mask), resample to the isotropic RAS grid and cut its nodule out."""
     item, spacing, margin_mm = args
     from monai.transforms import Compose
@@ -185,8 +185,8 @@ class NoduleBank:
             missing = [k for k in (Keys.IMAGE, Keys.LABEL, Keys.CENTER_WORLD) if item.get(str(k)) is None]
             if missing:
                 raise ValueError(f"NoduleBank: item {i} ({item.get(str(Keys.CASE_ID))!r}) has no {missing[0]!s}.")
-        spacing = tuple(float(s) for s in spacing_mm)
-        jobs = [(dict(item), spacing, float(margin_mm)) for item in items]
+        sx, sy, sz = (float(s) for s in spacing_mm)
+        jobs = [(dict(item), (sx, sy, sz), float(margin_mm)) for item in items]
         if workers and workers > 0 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=int(workers)) as pool:
                 loaded = list(pool.map(_load_item, jobs, chunksize=8))
@@ -198,7 +198,7 @@ class NoduleBank:
                 logger.warning("NoduleBank: %s has an empty mask: skipped.", item.get(str(Keys.CASE_ID)))
                 continue
             nodules.append(nodule)
-        return cls(nodules, spacing)
+        return cls(nodules, (sx, sy, sz))
 
     def select(self, folds: Iterable[int] | None = None, patients: Iterable[str] | None = None) -> NoduleBank:
         """The nodules of the given folds and/or patients."""
@@ -304,8 +304,8 @@ def paste_nodule(
         src.append(slice(a - int(s), b - int(s)))
     d, s_ = tuple(dst), tuple(src)
     host = region_hu[d].astype(np.float32)
-    a = alpha[s_]
-    region_hu[d] = (1.0 - a) * host + a * np.maximum(hu[s_], host)
+    weight = alpha[s_]
+    region_hu[d] = (1.0 - weight) * host + weight * np.maximum(hu[s_], host)
     if region_label is not None:
         region_label[d][mask[s_]] = label_value
     return d  # type: ignore[return-value]

@@ -54,10 +54,16 @@ def _merged_label(paths: Sequence[str], out: Path) -> str:
 
     from lung_nodule_mtl.utils.io import atomic_write_nifti
 
-    first = nib.load(paths[0])
+    def load(path: str) -> nib.Nifti1Image | nib.Nifti2Image:
+        img = nib.load(path)
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise ValueError(f"{path}: a nodule mask must be NIfTI to be merged, got {type(img).__name__}.")
+        return img
+
+    first = load(paths[0])
     union = np.asarray(first.dataobj) > 0
     for p in paths[1:]:
-        img = nib.load(p)
+        img = load(p)
         if img.shape != first.shape or not np.allclose(img.affine, first.affine, atol=1e-3):
             raise ValueError(f"{p}: mask grid differs from {paths[0]}'s; a scan's masks must share its grid.")
         union |= np.asarray(img.dataobj) > 0

@@ -268,14 +268,14 @@ class RandScanWindowsd(Randomizable, MapTransform):
 
         if kind in ("centred", "anywhere"):
             shift = self._shift(rng, self.max_shift if kind == "centred" else self.anywhere_shift)
-            has_bank = self.bank is not None and len(self.bank) > 0
-            use_bank = has_bank and (not nodules or rng.random() < self.insert_prob)
-            if use_bank:
+            bank = self.bank
+            use_bank = bank is not None and len(bank) > 0 and (not nodules or rng.random() < self.insert_prob)
+            if bank is not None and use_bank:
                 pool = points["dense"] if rng.random() < self.dense_insert_fraction else points["parenchyma"]
                 pool = pool if len(pool) else (points["parenchyma"] if len(points["parenchyma"]) else points["dense"])
                 if len(pool):
                     where = np.asarray(pool[int(rng.integers(len(pool)))], dtype=np.int64)
-                    bank_nodule = self.bank[int(rng.integers(len(self.bank)))]  # type: ignore[index]
+                    bank_nodule = bank[int(rng.integers(len(bank)))]
                     hu, mask = random_orientation(bank_nodule, rng)
                     centre = where - shift
                     paste = (hu, mask, half + shift)
@@ -307,7 +307,7 @@ class RandScanWindowsd(Randomizable, MapTransform):
         img = _window(image, start, self.roi_size, AIR_HU)
         lab = _window(label, start, self.roi_size, 0.0)
         if paste is not None:
-            paste_nodule(img, lab, paste[0], paste[1], paste[2], self.spacing_mm, self.edge_mm)
+            paste_nodule(img, lab, paste[0], paste[1], paste[2].tolist(), self.spacing_mm, self.edge_mm)
         out: dict[Hashable, Any] = {
             self.image_key: torch.from_numpy(img)[None],
             self.label_key: torch.from_numpy((lab > 0.5).astype(np.float32))[None],
