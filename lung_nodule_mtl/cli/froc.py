@@ -1,12 +1,16 @@
-"""``lung-nodule-mtl evaluate-froc``: LUNA16's FROC and CPM of detections against annotations.
+"""``lung-nodule-mtl evaluate-froc``: LUNA16's FROC and CPM of detections against annotations; ``mine-negatives``:
+the same matching, writing the false positives as hard negatives for training.
 
 ::
 
     lung-nodule-mtl evaluate-froc --predictions out/predict --annotations luna16/annotations.csv \\
         --excluded luna16/annotations_excluded.csv --cases-from-predictions-dir --bootstrap 1000 --out froc.json
+    lung-nodule-mtl mine-negatives --predictions out/predict --annotations luna16/annotations.csv \\
+        --excluded luna16/annotations_excluded.csv --out negatives.csv
 
-The work is :func:`lung_nodule_mtl.metrics.froc.evaluate_froc_files`; this module only parses, prints
-and writes. :func:`register` adds the subcommand to the ``lung-nodule-mtl`` parser.
+The work is :func:`lung_nodule_mtl.metrics.froc.evaluate_froc_files` and
+:func:`~lung_nodule_mtl.metrics.froc.false_positive_table`; this module only parses, prints and writes.
+:func:`register` adds the subcommands to the ``lung-nodule-mtl`` parser.
 """
 
 from __future__ import annotations
@@ -117,4 +121,46 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
     p.add_argument("--out", default=None, help="write the full result (with the FROC curve) to this JSON file")
     p.set_defaults(func=_cmd_evaluate_froc)
+    _register_mining(subparsers)
     return p
+
+
+def _cmd_mine_negatives(args: argparse.Namespace) -> int:
+    from lung_nodule_mtl.metrics.froc import false_positive_table
+
+    if not 0.0 <= args.min_probability <= 1.0:
+        raise ValueError(f"--min-probability must be in [0, 1], got {args.min_probability}.")
+    result = false_positive_table(
+        args.predictions, args.annotations, args.out, excluded=args.excluded, min_probability=args.min_probability
+    )
+    print(
+        f"{result['n_false_positives']} false positives of {result['n_scans']} scans written to {result['out']}"
+        + (f" ({result['n_left_out_cases']} unannotated cases left out)" if result["n_left_out_cases"] else "")
+    )
+    return 0
+
+
+def _register_mining(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "mine-negatives",
+        help="a detector's false positives as hard negatives for training (LUNA16 candidates table)",
+        description="Match detections to annotated nodules as evaluate-froc does and write the false positives "
+        "(LUNA16 candidates format: seriesuid,coordX,coordY,coordZ (LPS mm),class 0,probability), for "
+        "train_scans.yaml's scan_negatives. Only scans with annotations or a <case>.json in the predictions "
+        "folder are read, and each is taken as fully annotated (a scan without rows has no nodules): run it on scans "
+        "whose nodules are all in --annotations, or their unlabelled nodules become negatives.",
+    )
+    p.add_argument(
+        "--predictions",
+        required=True,
+        metavar="PRED",
+        help="detections: a lung-nodule-mtl predict output folder (run it with --threshold 0 --max-nodules 50 to "
+        "get the low-scored candidates too) or a prediction table",
+    )
+    p.add_argument("--annotations", required=True, help="the scans' nodules, e.g. LUNA16 annotations.csv")
+    p.add_argument("--excluded", default=None, help="findings that are neither, e.g. annotations_excluded.csv")
+    p.add_argument(
+        "--min-probability", type=float, default=0.0, help="keep false positives scored at least this (default: 0)"
+    )
+    p.add_argument("--out", required=True, help="the negatives table to write (CSV)")
+    p.set_defaults(func=_cmd_mine_negatives)

@@ -6,6 +6,9 @@ map of every labelled nodule in it (a window away from one nodule must not hide 
 the items by image; where a scan's nodules come with separate masks (``prepare-lidc`` writes one per nodule), their
 union is written once to ``label_dir``. Host scans without labelled nodules (any CT, e.g. the TotalSegmentator
 example) join as items with ``nodules: []``: they give negatives, and positives with pasted bank nodules.
+
+Hard negatives from a table (:func:`read_negatives`): LUNA16's ``candidates_V2.csv`` (its ``class`` 0 rows) or the
+false positives of a previous model (``lung-nodule-mtl mine-negatives``), joined to the scans by case id.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "join_lists",
     "load_or_build_bank",
     "mixed_dataset",
+    "read_negatives",
     "read_scan_splits",
     "resolve_scan_datalist",
     "scan_items",
@@ -165,17 +169,70 @@ def resolve_scan_datalist(
     return resolve_datalist(None, None, synthetic_dir, cases, seed, mode="scans")
 
 
+def read_negatives(path: str | os.PathLike[str]) -> dict[str, list[list[float]]]:
+    """Hard-negative centres per case from a nodule table: ``{case_id: [[x, y, z] RAS mm, ...]}``.
+
+    Any table :func:`~lung_nodule_mtl.data.nodule_table.read_nodule_table` reads: LUNA16's candidates (rows with
+    ``class`` 1, the nodules, are skipped), the table ``lung-nodule-mtl mine-negatives`` writes, or a prediction table.
+
+    Raises:
+        FileNotFoundError, ValueError: as ``read_nodule_table``.
+    """
+    from lung_nodule_mtl.data.nodule_table import read_nodule_table
+
+    out: dict[str, list[list[float]]] = {}
+    for case, records in read_nodule_table(path).items():
+        centres = [list(map(float, r.center_ras_mm)) for r in records if r.label != 1]
+        if centres:
+            out[case] = centres
+    return out
+
+
+def _add_negatives(items: list[dict[str, Any]], negatives: Mapping[str, Sequence[Sequence[float]]]) -> int:
+    """Append each case's negatives to its scan items (matched by ``case_id``); the number of scans given some."""
+    n = 0
+    for item in items:
+        extra = negatives.get(str(item[str(Keys.CASE_ID)]))
+        if extra:
+            item.setdefault(NEGATIVES_KEY, []).extend([list(map(float, c)) for c in extra])
+            n += 1
+    return n
+
+
 def read_scan_splits(
     path: str | os.PathLike[str],
     val_fold: int | None = None,
     label_dir: str | os.PathLike[str] | None = None,
     hosts: Sequence[str] = (),
+    negatives: str | os.PathLike[str] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """``{"training", "validation", "test"}`` lists of scan items from a per-nodule datalist of whole scans, the
-    ``hosts`` (scans without labelled nodules) added to ``training``."""
+    ``hosts`` (scans without labelled nodules) added to ``training``.
+
+    Args:
+        path: the per-nodule datalist of whole scans.
+        val_fold: as :func:`~lung_nodule_mtl.data.datalist.read_splits`.
+        label_dir: where merged label maps are written (:func:`scan_items`).
+        hosts: CT volumes without labelled nodules.
+        negatives: a table of hard negatives (:func:`read_negatives`), joined to the scans by case id (the datalist's
+            ``seriesuid``, else ``patient_id``; a host's file name without extension).
+
+    Raises:
+        ValueError: a ``negatives`` table none of whose cases is a scan here (a wrong table or case ids).
+    """
     splits = read_splits(path, val_fold)
     out = {name: scan_items(items, label_dir) for name, items in splits.items()}
     out["training"] = out.get("training", []) + host_items(hosts or [])
+    if negatives not in (None, ""):
+        table = read_negatives(negatives)  # type: ignore[arg-type]
+        matched = sum(_add_negatives(items, table) for items in out.values())
+        if table and not matched:
+            example = next(iter(table))
+            raise ValueError(
+                f"{negatives}: none of its {len(table)} cases (e.g. {example!r}) is a scan of {str(path)!r} or a host; "
+                "case ids are the datalist's seriesuid (else patient_id) and a host's file name."
+            )
+        logger.info("hard negatives of %s: %d of its %d cases are training scans here.", negatives, matched, len(table))
     return out
 
 

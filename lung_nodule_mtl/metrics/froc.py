@@ -35,7 +35,7 @@ import math
 import numbers
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,7 @@ __all__ = [
     "PREDICTIONS_SUMMARY",
     "CaseMatch",
     "evaluate_froc_files",
+    "false_positive_table",
     "froc",
     "match_candidates",
     "prediction_dir_cases",
@@ -83,6 +84,8 @@ class CaseMatch:
         n_candidates: the candidates of the scan.
         n_duplicate_hits: candidates that hit an annotation but are not its best hit (ignored).
         n_excluded_hits: candidates that hit only excluded annotations (ignored).
+        fp_index: ``(n_false_positives,)`` the false positives' positions in the candidates given, in the order
+            of ``fp_scores`` (for mining them as hard negatives, :func:`false_positive_table`).
     """
 
     tp_scores: NDArray[np.float64]
@@ -90,6 +93,7 @@ class CaseMatch:
     n_candidates: int
     n_duplicate_hits: int
     n_excluded_hits: int
+    fp_index: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def _centres(records: Sequence[NoduleRecord]) -> NDArray[np.float64]:
@@ -145,12 +149,14 @@ def match_candidates(
             best.add(k)
     on_annotation = hit.any(axis=1)
     on_excluded = _hits(xyz, excluded, missing_diameter_mm).any(axis=1) & ~on_annotation
+    false = ~on_annotation & ~on_excluded
     return CaseMatch(
         tp_scores=tp_scores,
-        fp_scores=scores[~on_annotation & ~on_excluded],
+        fp_scores=scores[false],
         n_candidates=len(candidates),
         n_duplicate_hits=int(on_annotation.sum()) - len(best),
         n_excluded_hits=int(on_excluded.sum()),
+        fp_index=np.flatnonzero(false),
     )
 
 
@@ -472,3 +478,85 @@ def evaluate_froc_files(
         "scans_from": "predictions_dir" if case_ids is not None else "tables",
     }
     return result
+
+
+def false_positive_table(
+    predictions: str | os.PathLike[str],
+    annotations: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    excluded: str | os.PathLike[str] | None = None,
+    min_probability: float = 0.0,
+    missing_diameter_mm: float = LUNA16_MISSING_DIAMETER_MM,
+) -> dict[str, Any]:
+    """Write a detector's false positives as a LUNA16 candidates table: hard negatives for the next training run.
+
+    A candidate is a false positive by :func:`match_candidates`' rule (it hits no annotation and no excluded finding).
+    Only scans with annotations in the tables or a ``<case>.json`` in the predictions folder are read (other cases of a
+    prediction table are left out and counted), and each is taken as **fully annotated**: a scan without rows has no
+    nodules, so run this on scans whose nodules are all in ``annotations``, or their unlabelled nodules become
+    negatives.
+
+    Args:
+        predictions: an output folder of ``lung-nodule-mtl predict`` (its ``summary.csv``) or a prediction table.
+        annotations: the scans' reference nodules (LUNA16 ``annotations.csv`` or a table of the same kind). Every
+            scan whose negatives are wanted must be in it or be a case of the predictions folder (a scan without
+            nodules has no rows: its ``<case>.json`` says it was read).
+        out: the CSV to write (``seriesuid, coordX, coordY, coordZ, class, probability``; LPS mm as LUNA16's
+            ``candidates_V2.csv``, ``class`` 0), written atomically.
+        excluded: findings that are neither nodules nor negatives (LUNA16 ``annotations_excluded.csv``).
+        min_probability: keep the false positives scored at least this (``0``: all).
+        missing_diameter_mm: diameter of an annotation without one.
+
+    Returns:
+        ``{"n_scans", "n_false_positives", "n_left_out_cases", "out"}``.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`evaluate_froc_files`.
+    """
+    from lung_nodule_mtl.data.nodule_table import read_nodule_table
+    from lung_nodule_mtl.utils.io import atomic_write_csv
+
+    pred_path = Path(predictions)
+    known: set[str] = set()
+    table_path = pred_path
+    if pred_path.is_dir():
+        table_path = pred_path / PREDICTIONS_SUMMARY
+        if not table_path.exists():
+            raise FileNotFoundError(f"no {PREDICTIONS_SUMMARY} in the predictions folder {str(pred_path)!r}.")
+        known.update(prediction_dir_cases(pred_path))
+    preds = read_nodule_table(table_path)
+    refs = read_nodule_table(annotations)
+    excl = read_nodule_table(excluded) if excluded is not None else {}
+    known.update(refs)
+    rows: list[tuple[str, float, float, float, float]] = []
+    left_out = sorted(set(preds) - known)
+    for case in sorted(set(preds) & known):
+        cands = preds[case]
+        match = match_candidates(cands, refs.get(case, []), excl.get(case, []), missing_diameter_mm)
+        for k in match.fp_index:
+            c = cands[int(k)]
+            if c.probability is not None and c.probability >= min_probability:
+                x, y, z = c.center_ras_mm
+                rows.append((case, -x, -y, z, float(c.probability)))
+    if left_out:
+        logger.warning(
+            "%d cases of %s are neither annotated nor a <case>.json of the folder, left out (e.g. %r).",
+            len(left_out),
+            table_path,
+            left_out[0],
+        )
+    columns = ("seriesuid", "coordX", "coordY", "coordZ", "class", "probability")
+    atomic_write_csv(
+        [
+            dict(zip(columns, (case, round(x, 3), round(y, 3), round(z, 3), 0, round(p, 6)), strict=True))
+            for case, x, y, z, p in rows
+        ],
+        out,
+        columns,
+    )
+    return {
+        "n_scans": len(set(preds) & known),
+        "n_false_positives": len(rows),
+        "n_left_out_cases": len(left_out),
+        "out": str(out),
+    }

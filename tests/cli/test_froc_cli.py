@@ -157,3 +157,35 @@ def test_main_entry_point(predictions: Path, luna: Path, capsys: pytest.CaptureF
     assert main(["evaluate-froc", "--predictions", str(missing), "--annotations", ann]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lung-nodule-mtl evaluate-froc: error:") and str(missing) in err[0]
+
+
+def test_mine_negatives_writes_the_false_positives_as_a_candidates_table(
+    predictions: Path, luna: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lung_nodule_mtl.data.scans import read_negatives
+
+    (predictions / "summary.csv").write_text(
+        (predictions / "summary.csv").read_text()
+        + "D,1,3,4,5,6,0.3,0.1\n"  # D: read (its <case>.json), no nodules: a false positive
+        + "E,1,0,0,0,6,0.99,0.1\n"  # E: neither annotated nor a case of the folder: left out
+    )
+    out = tmp_path / "neg" / "negatives.csv"
+    out.parent.mkdir()
+    argv = ["mine-negatives", "--predictions", str(predictions), "--annotations", str(luna / "annotations.csv"),
+            "--excluded", str(luna / "annotations_excluded.csv"), "--out", str(out)]  # fmt: skip
+    assert run(argv) == 0
+    assert "2 false positives of 4 scans" in capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    # LUNA16 candidates layout, LPS: the RAS centres (100, 100, 100) and (3, 4, 5) with x and y negated
+    assert lines == [
+        "seriesuid,coordX,coordY,coordZ,class,probability",
+        "A,-100.0,-100.0,100.0,0,0.8",
+        "D,-3.0,-4.0,5.0,0,0.3",
+    ]
+    assert read_negatives(out) == {"A": [[100.0, 100.0, 100.0]], "D": [[3.0, 4.0, 5.0]]}  # back to RAS
+    assert not list(out.parent.glob("*.tmp*"))  # written atomically
+
+    assert run([*argv[:-2], "--min-probability", "0.5", "--out", str(out)]) == 0
+    assert out.read_text().splitlines()[1:] == ["A,-100.0,-100.0,100.0,0,0.8"]
+    with pytest.raises(ValueError, match="min-probability"):
+        run([*argv, "--min-probability", "1.5"])

@@ -72,3 +72,38 @@ def test_an_epoch_mixes_every_crop_once_with_the_windows_asked_for() -> None:
     assert [i for name, i in drawn if name == "scan"] == [0, 1, 2, 0, 1, 2, 0]  # the scans cycle
     with pytest.raises(ValueError, match="non-empty"):
         mixed_dataset(_Items("crop", 5), [(_Items("scan", 0), 3)])
+
+
+def test_negatives_table_joins_the_scans_by_case_id(tmp_path: Path) -> None:
+    import json
+
+    from lung_nodule_mtl.data.scans import read_negatives, read_scan_splits
+
+    a = _mask(tmp_path / "a.nii.gz", (slice(1, 3), slice(1, 3), slice(1, 3)))
+    for name in ("ct1.nii.gz", "ct2.nii.gz", "host.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    node = {"label": a, "center_world_mm": [1.5, 1.5, 1.5], "diameter_mm": 2.0}
+    datalist = tmp_path / "scans.json"
+    datalist.write_text(json.dumps({
+        "training": [{"image": "ct1.nii.gz", "seriesuid": "S1", "patient_id": "P", **node}],
+        "validation": [{"image": "ct2.nii.gz", "seriesuid": "S2", "patient_id": "Q", **node}],
+    }))  # fmt: skip
+    # LUNA16 candidates (LPS): class 1 rows are nodules, not negatives; a case of no scan here is ignored
+    table = tmp_path / "candidates.csv"
+    table.write_text(
+        "seriesuid,coordX,coordY,coordZ,class\nS1,10,20,30,0\nS1,1,1,1,1\nS1,-5,0,2,0\nhost,4,4,4,0\nZ,0,0,0,0\n"
+    )
+    assert read_negatives(table) == {
+        "S1": [[-10.0, -20.0, 30.0], [5.0, 0.0, 2.0]], "host": [[-4.0, -4.0, 4.0]], "Z": [[0.0, 0.0, 0.0]]
+    }  # fmt: skip
+    splits = read_scan_splits(datalist, hosts=[str(tmp_path / "host.nii.gz")], negatives=table)
+    train = {s["case_id"]: s for s in splits["training"]}
+    assert train["S1"]["negatives"] == [[-10.0, -20.0, 30.0], [5.0, 0.0, 2.0]]
+    assert train["host"]["negatives"] == [[-4.0, -4.0, 4.0]] and train["host"]["nodules"] == []
+    assert "negatives" not in splits["validation"][0]  # S2: none in the table
+    assert "negatives" not in read_scan_splits(datalist)["training"][0]  # without a table: as before
+
+    wrong = tmp_path / "other.csv"
+    wrong.write_text("seriesuid,coordX,coordY,coordZ,class\nX1,0,0,0,0\nX2,0,0,0,0\n")
+    with pytest.raises(ValueError, match=r"other\.csv: none of its 2 cases"):
+        read_scan_splits(datalist, negatives=wrong)
