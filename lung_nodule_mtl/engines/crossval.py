@@ -277,17 +277,34 @@ def _flatten(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def pooled_malignancy(config_dir: Path, folds: Sequence[int], n_bootstrap: int = 2000) -> dict[str, Any] | None:
-    """The out-of-fold malignancy predictions of every fold pooled: model vs diameter-only AUC, paired.
+    """The out-of-fold malignancy predictions of every fold pooled, judged on what they add to size.
 
     Each nodule is scored once, by the model that did not train on it. The 95% intervals resample patients
-    (:func:`~lung_nodule_mtl.metrics.classification.paired_auc_bootstrap`); ``None`` when the configuration
-    has no malignancy head or the folds' ``per_nodule.csv`` lack the columns.
+    (:func:`~lung_nodule_mtl.metrics.classification.paired_auc_bootstrap`). Beside the model-vs-diameter AUC:
+
+    * ``size_matched``: the AUC on size-matched benign and malignant nodules
+      (:func:`~lung_nodule_mtl.metrics.calibration.size_matched_auc`, within 3 mm), with its interval and the
+      diameter's AUC on the same nodules, paired;
+    * ``size_strata``: the AUC within < 10, 10–20, ≥ 20 mm;
+    * ``calibration``: Brier score and ECE of the model, and of a diameter-only logistic model fitted, for each
+      fold, on the other folds' nodules (so its probabilities are out-of-fold too);
+    * ``oof_threshold``: for each fold a threshold chosen (Youden's J) on the other folds' out-of-fold
+      predictions, never on the fold itself; accuracy, sensitivity and specificity pooled at those thresholds.
+
+    ``None`` when the configuration has no malignancy head or the folds' ``per_nodule.csv`` lack the columns.
     """
     import csv
 
+    from lung_nodule_mtl.metrics.calibration import (
+        LogisticModel,
+        calibration_report,
+        size_matched_pairs,
+        size_strata_auc,
+        youden_threshold,
+    )
     from lung_nodule_mtl.metrics.classification import paired_auc_bootstrap
 
-    probs, diameters, labels, patients = [], [], [], []
+    probs, diameters, labels, patients, fold_of = [], [], [], [], []
     for fold in folds:
         table = config_dir / f"fold{fold}" / "evaluation" / "per_nodule.csv"
         if not table.is_file():
@@ -296,17 +313,50 @@ def pooled_malignancy(config_dir: Path, folds: Sequence[int], n_bootstrap: int =
             for row in csv.DictReader(f):
                 if not row.get("pred_malignancy_prob") or row.get("malignancy") not in ("0", "1", "0.0", "1.0"):
                     continue
-                if not row.get("diameter_mm"):
+                if not row.get("diameter_mm") or float(row["diameter_mm"]) <= 0:
                     continue
                 probs.append(float(row["pred_malignancy_prob"]))
                 diameters.append(float(row["diameter_mm"]))
                 labels.append(float(row["malignancy"]))
                 patients.append(row.get("patient_id") or row["case_id"])
+                fold_of.append(fold)
     if not probs or len(set(labels)) < 2:
         return None
     result = paired_auc_bootstrap(probs, diameters, labels, patients, n_bootstrap=n_bootstrap, seed=0)
-    return {"model_auc": result.pop("auc_a"), "diameter_auc": result.pop("auc_b"),
-            "ci_model": result.pop("ci_a"), "ci_diameter": result.pop("ci_b"), **result}  # fmt: skip
+    out: dict[str, Any] = {"model_auc": result.pop("auc_a"), "diameter_auc": result.pop("auc_b"),
+                           "ci_model": result.pop("ci_a"), "ci_diameter": result.pop("ci_b"), **result}  # fmt: skip
+    p, d, y, g, k = (np.asarray(v) for v in (probs, diameters, labels, patients, fold_of))
+    y = y.astype(np.float64)
+    pairs = size_matched_pairs(d, y)
+    if pairs:
+        idx = np.array([i for pair in pairs for i in pair])
+        matched = paired_auc_bootstrap(p[idx], d[idx], y[idx], g[idx], n_bootstrap=n_bootstrap, seed=0)
+        out["size_matched"] = {"auc": matched["auc_a"], "ci": matched["ci_a"], "diameter_auc": matched["auc_b"],
+                               "ci_diameter": matched["ci_b"], "n_pairs": len(pairs),
+                               "mean_gap_mm": float(np.mean([abs(d[a] - d[b]) for a, b in pairs]))}  # fmt: skip
+    out["size_strata"] = size_strata_auc(p, y, d)
+    size_oof = np.full(p.size, math.nan)
+    thresholds: dict[str, float] = {}
+    called = np.zeros(p.size, dtype=bool)
+    for fold in sorted(set(fold_of)):
+        here, rest = k == fold, k != fold
+        if len(set(y[rest].tolist())) < 2:
+            return out  # too few folds to fit on the others
+        size_oof[here] = LogisticModel.fit(np.log(d[rest]), y[rest]).predict(np.log(d[here]))
+        thresholds[str(fold)] = youden_threshold(p[rest], y[rest])
+        called[here] = p[here] >= thresholds[str(fold)]
+    model_cal, size_cal = calibration_report(p, y), calibration_report(size_oof, y)
+    out["calibration"] = {"model": {k2: model_cal[k2] for k2 in ("brier", "ece", "n")},
+                          "diameter_logistic": {k2: size_cal[k2] for k2 in ("brier", "ece", "n")},
+                          "bins": {"model": model_cal["bins"], "diameter_logistic": size_cal["bins"]}}  # fmt: skip
+    pos = y == 1
+    out["oof_threshold"] = {
+        "thresholds": thresholds,
+        "accuracy": float((called == pos).mean()),
+        "sensitivity": float(called[pos].mean()),
+        "specificity": float((~called[~pos]).mean()),
+    }
+    return out
 
 
 def summarise_cross_validation(
@@ -422,15 +472,26 @@ def format_cross_validation_table(summary: Mapping[str, Any]) -> str:
         lines += [
             "",
             "| configuration | pooled out-of-fold malignancy AUC [95% CI] | diameter only [95% CI] | "
-            "difference [95% CI] | P(model not better) |",
-            "|" + " --- |" * 5,
+            "difference [95% CI] | P(model not better) | size-matched AUC [95% CI] (diameter) | "
+            "Brier: model / diameter-only | sens. / spec. at the out-of-fold threshold |",
+            "|" + " --- |" * 8,
         ]
         for name, p in pooled.items():
+            matched = p.get("size_matched")
+            cal = p.get("calibration")
+            oof = p.get("oof_threshold")
             lines.append(
                 f"| {name} | {p['model_auc']:.3f} {_interval(p['ci_model'])} | {p['diameter_auc']:.3f} "
                 f"{_interval(p['ci_diameter'])} | {p['difference']:+.3f} {_interval(p['ci_difference'])} | "
-                f"{p['p_a_not_better']:.3f} |"
-            )
+                f"{p['p_a_not_better']:.3f} | "
+                + (f"{matched['auc']:.3f} {_interval(matched['ci'])} ({matched['diameter_auc']:.3f}; "
+                   f"{matched['n_pairs']} pairs)" if matched else "—")
+                + " | "
+                + (f"{cal['model']['brier']:.3f} / {cal['diameter_logistic']['brier']:.3f}" if cal else "—")
+                + " | "
+                + (f"{oof['sensitivity']:.3f} / {oof['specificity']:.3f}" if oof else "—")
+                + " |"
+            )  # fmt: skip
     attributes = sorted(
         {k.removesuffix("_accuracy") for e in summary["configs"].values() for k in e if k.endswith("_accuracy")}
         - {"malignancy"}

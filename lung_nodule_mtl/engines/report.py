@@ -4,7 +4,9 @@
   (on the resampled crop, mm), the malignancy probability against the LIDC label, the score, the
   attributes; at the end ``metrics.json`` (means ± std; malignancy AUC / accuracy / sensitivity /
   specificity on benign vs malignant with indeterminates reported apart and the diameter-only
-  baseline beside; attribute accuracy) and ``per_nodule.csv``.
+  baseline beside, what the model adds to size: size-matched and size-stratified AUC, calibration;
+  attribute accuracy), ``per_nodule.csv`` and ``reliability.png`` (the reliability diagram of the model
+  and of a diameter-only logistic model).
 * :class:`SplitPredictiond` + MONAI's ``Invertd`` + :class:`NodulePredictionWriter` (inference):
   the mask probability put back on the original image grid, thresholded and written as NIfTI per
   nodule, and ``predictions.csv`` / ``predictions.json`` with the malignancy probability, score and
@@ -30,6 +32,7 @@ from lung_nodule_mtl import __version__
 from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, IGNORE_INDEX, Keys, OutputKeys, malignancy_label_from_score
 from lung_nodule_mtl.engines.metrics import mask_probability
 from lung_nodule_mtl.metrics import attribute_accuracy, malignancy_report, segmentation_scores
+from lung_nodule_mtl.metrics.calibration import write_reliability_diagram
 from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, atomic_write_nifti, json_safe
 
 __all__ = ["NoduleEvaluationWriter", "NodulePredictionWriter", "SplitPredictiond", "head_predictions"]
@@ -166,8 +169,15 @@ class NoduleEvaluationWriter:
         return out
 
     def _write(self, engine: Engine) -> None:
-        atomic_write_json(json_safe(self.summary()), self.output_dir / "metrics.json")
+        summary = self.summary()
+        atomic_write_json(json_safe(summary), self.output_dir / "metrics.json")
         atomic_write_csv(self.rows, self.output_dir / "per_nodule.csv")
+        malignancy = summary.get("malignancy") or {}
+        if malignancy.get("calibration", {}).get("n"):
+            curves = {"model": malignancy["calibration"]}
+            if "diameter_logistic" in malignancy:
+                curves["diameter only (logistic, fitted here)"] = malignancy["diameter_logistic"]["calibration"]
+            write_reliability_diagram(curves, self.output_dir / "reliability.png")
 
 
 class SplitPredictiond(MapTransform):

@@ -85,13 +85,24 @@ def malignancy_report(
         labels: :class:`~lung_nodule_mtl.constants.MalignancyLabel` per nodule (1, 0, -1) or ``None``
             where unknown (ignored).
         diameters_mm: nodule diameters; when given, ``"diameter_baseline_auc"`` is the AUC of the
-            diameter alone on the same benign/malignant nodules.
+            diameter alone on the same benign/malignant nodules, and the report says what the model adds to
+            size (:mod:`lung_nodule_mtl.metrics.calibration`).
         threshold: probability at which a nodule is called malignant.
 
     Returns:
-        The :func:`binary_scores` of the model, ``"indeterminate": {"n", "mean_prob"}``,
-        ``"n_unknown"`` and, with diameters, ``"diameter_baseline_auc"``.
+        The :func:`binary_scores` of the model, ``"indeterminate": {"n", "mean_prob"}``, ``"n_unknown"``,
+        ``"calibration"`` (Brier score, ECE, reliability bins) and, with diameters, ``"diameter_baseline_auc"``,
+        ``"size_matched"`` (AUC on size-matched benign and malignant nodules), ``"size_strata"`` (AUC within
+        < 10, 10–20, ≥ 20 mm) and ``"diameter_logistic"`` (the calibration of a logistic model of the log
+        diameter fitted on these same nodules: an optimistic baseline for the Brier score).
     """
+    from lung_nodule_mtl.metrics.calibration import (
+        LogisticModel,
+        calibration_report,
+        size_matched_auc,
+        size_strata_auc,
+    )
+
     p = _vector(probs, "probs")
     y = np.array([math.nan if v is None else float(v) for v in labels], dtype=np.float64)
     if p.shape != y.shape:
@@ -104,12 +115,22 @@ def malignancy_report(
         "mean_prob": float(p[indeterminate].mean()) if indeterminate.any() else math.nan,
     }
     report["n_unknown"] = int((~known & ~indeterminate).sum())
+    if ((p[known] >= 0) & (p[known] <= 1)).all():
+        report["calibration"] = calibration_report(p[known], y[known])
     if diameters_mm is not None:
         d = np.array([math.nan if v is None else float(v) for v in diameters_mm], dtype=np.float64)
         if d.shape != y.shape:
             raise ValueError(f"diameters_mm must have one value per nodule, got {d.size} for {y.size}.")
-        ok = known & np.isfinite(d)
+        ok = known & np.isfinite(d) & (d > 0)
         report["diameter_baseline_auc"] = binary_scores(d[ok], y[ok], threshold=math.inf)["auc"]
+        report["size_matched"] = size_matched_auc(p[ok], y[ok], d[ok])
+        report["size_strata"] = size_strata_auc(p[ok], y[ok], d[ok])
+        if len(set(y[ok].tolist())) == 2:
+            size_model = LogisticModel.fit(np.log(d[ok]), y[ok], features=["log_diameter_mm"])
+            report["diameter_logistic"] = {
+                **size_model.to_dict(),
+                "calibration": calibration_report(size_model.predict(np.log(d[ok])), y[ok]),
+            }
     return report
 
 

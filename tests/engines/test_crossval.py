@@ -101,11 +101,24 @@ def test_summary_means_sds_and_paired_differences(tmp_path: Path) -> None:
     assert pooled["model_auc"] == pytest.approx(1 - 9 / 144)
     assert pooled["difference"] == pytest.approx(-9 / 144) and pooled["ci_difference"][1] <= 0.0
     assert "pooled_malignancy" not in ablation
+    # size-matched (3 mm): each fold's 8 mm malignant with a 7 mm benign, 9 with 6; 10 and 11 have no benign
+    # within 3 mm left. Malignant scores 0.25, 0.5 against benign 0.45, 0.2: 27 of 36 pairs ordered
+    matched = pooled["size_matched"]
+    assert (matched["n_pairs"], matched["mean_gap_mm"]) == (6, 2.0)
+    assert matched["auc"] == pytest.approx(0.75) and matched["diameter_auc"] == pytest.approx(1.0)
+    assert pooled["size_strata"]["<10 mm"]["n_malignant"] == 6 and pooled["size_strata"]["10-20 mm"]["n_benign"] == 0
+    # Brier of the out-of-fold probabilities; the diameter separates these perfectly, so its model is sharper
+    assert pooled["calibration"]["model"]["brier"] == pytest.approx(1.315 / 8)
+    assert pooled["calibration"]["diameter_logistic"]["brier"] < 0.05
+    # thresholds from the other two folds (Youden: 0.25 and 0.5 tie, the lower kept), applied to each fold
+    assert pooled["oof_threshold"]["thresholds"] == {"0": 0.25, "1": 0.25, "2": 0.25}
+    assert (pooled["oof_threshold"]["sensitivity"], pooled["oof_threshold"]["specificity"]) == (1.0, 0.75)
     table = (tmp_path / "cv_table.md").read_text(encoding="utf-8")
     assert "| multitask | 3 | 0.800 ± 0.100 |" in table
     assert "0.750 ± 0.141 (-0.050)" in table
     assert "| majority class | 0.600 ± 0.000 |" in table
     assert "| multitask | 0.938 [" in table
+    assert "| 0.750 [" in table and "(1.000; 6 pairs) | 0.164 / " in table and "| 1.000 / 0.750 |" in table
     assert "| 0.30 ± 0.00 |" in table  # rating-3 nodules, reported apart
     rows = (tmp_path / "cv_folds.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 1 + 5 and rows[0].startswith("config,fold,n_nodules,dice")

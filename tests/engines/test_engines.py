@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from ignite.engine import Engine
+from PIL import Image
 
 from lung_nodule_mtl.constants import IGNORE_INDEX
 from lung_nodule_mtl.engines import (
@@ -139,6 +140,11 @@ def test_evaluation_writer(tmp_path: Path) -> None:
     assert metrics["segmentation"]["dice"]["mean"] == pytest.approx(0.5)
     assert metrics["malignancy"]["indeterminate"]["n"] == 1
     assert metrics["malignancy"]["n_negative"] == 1 and metrics["malignancy"]["auc"] is None  # JSON null
+    # the one benign nodule scored sigmoid(-4): its Brier score; no diameter model on one class
+    assert metrics["malignancy"]["calibration"]["brier"] == pytest.approx(torch.sigmoid(torch.tensor(-4.0)).item() ** 2)
+    assert "diameter_logistic" not in metrics["malignancy"]
+    assert metrics["malignancy"]["size_matched"]["n_pairs"] == 0
+    assert Image.open(tmp_path / "reliability.png").size[0] == 600
     assert metrics["attributes"]["texture"] == {"accuracy": 1.0, "within_one": 1.0, "n": 1, "majority_accuracy": 1.0}
     rows = list(csv.DictReader(open(tmp_path / "per_nodule.csv")))
     assert [r["case_id"] for r in rows] == ["n1", "n2"]

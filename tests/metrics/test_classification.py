@@ -48,6 +48,12 @@ def test_malignancy_report_keeps_indeterminate_apart() -> None:
     # changing an indeterminate prediction changes nothing but the indeterminate summary
     r2 = malignancy_report([0.9, 0.1, 0.0, 0.0, 0.4], labels)
     assert r2["auc"] == r["auc"] and r2["indeterminate"]["mean_prob"] == 0.0
+    # beyond size, on the benign and malignant nodules only: 20 vs 4 mm cannot be size-matched
+    assert r["calibration"]["brier"] == pytest.approx(0.01) and r["calibration"]["n"] == 2
+    assert r["size_matched"]["n_pairs"] == 0
+    assert r["size_strata"][">=20 mm"]["n_malignant"] == 1 and r["size_strata"]["<10 mm"]["n_benign"] == 1
+    assert r["diameter_logistic"]["features"] == ["log_diameter_mm"] and r["diameter_logistic"]["coef"][0] > 0
+    assert "size_matched" not in r2 and r2["calibration"]["brier"] == r["calibration"]["brier"]
 
 
 def test_attribute_accuracy() -> None:
