@@ -100,10 +100,23 @@ class NoduleEvaluationWriter:
         output_dir: folder for the two files (created if needed).
         spacing_mm: voxel size of the crops in mm (the transform chain's ``spacing_mm``), for HD95.
         threshold: probability above which a voxel is nodule and a nodule is called malignant.
+        malignancy_fusion: a fusion file (:class:`~lung_nodule_mtl.inference.fusion.MalignancyFusion`): the
+            malignancy probability is then the network's output fused with the predicted mask's size, as
+            ``predict`` reports it; the network's own is kept as ``pred_malignancy_prob_network`` and scored
+            apart (``malignancy_network``). ``None``: the network's output.
     """
 
-    def __init__(self, output_dir: str | Path, spacing_mm: Sequence[float] | float, threshold: float = 0.5) -> None:
+    def __init__(
+        self,
+        output_dir: str | Path,
+        spacing_mm: Sequence[float] | float,
+        threshold: float = 0.5,
+        malignancy_fusion: str | Path | None = None,
+    ) -> None:
+        from lung_nodule_mtl.inference.fusion import MalignancyFusion
+
         self.output_dir = Path(output_dir)
+        self.fusion = MalignancyFusion.from_config(malignancy_fusion)
         spacing = [float(spacing_mm)] * 3 if isinstance(spacing_mm, int | float) else [float(s) for s in spacing_mm]
         if len(spacing) != 3 or not all(s > 0 for s in spacing):
             raise ValueError(f"spacing_mm must be one or 3 positive voxel sizes in mm, got {spacing_mm!r}.")
@@ -129,11 +142,20 @@ class NoduleEvaluationWriter:
         for i, sample in enumerate(samples):
             pred, target = sample["pred"], sample["label"]
             row: dict[str, Any] = {"case_id": case_ids[i], "patient_id": patient_ids[i]}
-            if OutputKeys.MASK in pred and Keys.LABEL in target:
+            pred_volume = None
+            if OutputKeys.MASK in pred:
                 mask = mask_probability(pred[OutputKeys.MASK][None].float())[0] > self.threshold
-                row.update(segmentation_scores(mask, target[Keys.LABEL], spacing=self.spacing_mm))
+                pred_volume = float(mask.sum()) * float(np.prod(self.spacing_mm))
+                if Keys.LABEL in target:
+                    row.update(segmentation_scores(mask, target[Keys.LABEL], spacing=self.spacing_mm))
             row["diameter_mm"] = _scalar(target.get(Keys.DIAMETER))
+            # the size predict reports: the equivalent diameter of the predicted mask
+            row["pred_diameter_mm"] = round(float(np.cbrt(6.0 * pred_volume / math.pi)), 3) if pred_volume else None
             heads = head_predictions(pred)
+            if self.fusion is not None and "malignancy_prob" in heads:
+                heads["malignancy_prob_network"] = heads["malignancy_prob"]
+                fused = self.fusion(heads["malignancy_prob"], row["pred_diameter_mm"])
+                heads["malignancy_prob"] = heads["malignancy_prob"] if fused is None else fused
             score = _scalar(target.get(Keys.MALIGNANCY_SCORE))
             label = _scalar(target.get(Keys.MALIGNANCY))
             # the rating tells indeterminate (3) apart from missing, which the encoded label cannot
@@ -155,6 +177,13 @@ class NoduleEvaluationWriter:
         if rows and "pred_malignancy_prob" in rows[0]:
             out["malignancy"] = malignancy_report(
                 [r["pred_malignancy_prob"] for r in rows],
+                [None if r["malignancy"] is None else int(r["malignancy"]) for r in rows],
+                [r["diameter_mm"] for r in rows],
+                threshold=self.threshold,
+            )
+        if rows and "pred_malignancy_prob_network" in rows[0]:
+            out["malignancy_network"] = malignancy_report(
+                [r["pred_malignancy_prob_network"] for r in rows],
                 [None if r["malignancy"] is None else int(r["malignancy"]) for r in rows],
                 [r["diameter_mm"] for r in rows],
                 threshold=self.threshold,

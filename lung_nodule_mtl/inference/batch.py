@@ -198,6 +198,8 @@ def _summary_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             "malignancy_score": n.get("malignancy_score"),
         }
         row.update(n.get("attributes", {}))
+        if n.get("malignancy_probability_network") is not None:  # the probability above is fused with the size
+            row["malignancy_probability_network"] = n["malignancy_probability_network"]
         row["source"] = n.get("source")
         row["model_version"] = report.get("model", {}).get("package_version")
         rows.append(row)

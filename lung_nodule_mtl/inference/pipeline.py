@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,7 @@ from torch import nn
 
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
 from lung_nodule_mtl.engines.report import head_predictions
+from lung_nodule_mtl.inference.fusion import MalignancyFusion
 from lung_nodule_mtl.inference.lung import bounding_box, lung_mask
 from lung_nodule_mtl.inference.resample import IsotropicResampler
 from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
@@ -147,6 +149,8 @@ class NodulePrediction:
     attributes: dict[str, int]
     source: str
     """``"detected"`` (from the sliding window) or ``"given"`` (a centre passed in)."""
+    malignancy_probability_network: float | None = None
+    """The network's own malignancy output when ``malignancy_probability`` is fused with the size (else ``None``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,6 +209,10 @@ class ScanPredictor:
             bfloat16 on CPUs with native bfloat16, float32 elsewhere.
         keep_images: keep the isotropic image and label map in the result (for QC figures).
         model_info: provenance written with every report (bundle name and version, weights checksum).
+        malignancy_fusion: a fusion file (:mod:`lung_nodule_mtl.inference.fusion`): each nodule's
+            ``malignancy_probability`` is then the network's output fused with its measured size (calibrated on
+            out-of-fold predictions) and the network's own is ``malignancy_probability_network``; ``None``: the
+            network's output.
     """
 
     def __init__(
@@ -230,6 +238,7 @@ class ScanPredictor:
         amp: bool | None = None,
         keep_images: bool = False,
         model_info: Mapping[str, Any] | None = None,
+        malignancy_fusion: str | os.PathLike[str] | None = None,
     ) -> None:
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
@@ -269,6 +278,9 @@ class ScanPredictor:
         self.snap_mm = float(snap_mm)
         self.keep_images = as_bool(keep_images, "keep_images")
         self.model_info = dict(model_info or {})
+        self.fusion = MalignancyFusion.from_config(malignancy_fusion)
+        if self.fusion is not None:
+            self.model_info["malignancy_fusion"] = {"file": str(malignancy_fusion), **self.fusion.model.to_dict()}
         self.inferer = SlidingWindowInferer(
             roi_size=self.sw_roi_size,
             sw_batch_size=self.sw_batch_size,
@@ -553,6 +565,9 @@ class ScanPredictor:
             volume = float(counts_iso[k + 1]) * voxel_mm3
             vox = world_to_voxel(in_affine, np.asarray(centre))
             head = heads[k] if k < len(heads) else {}
+            diameter = round(float(np.cbrt(6.0 * volume / math.pi)), 3) if volume > 0 else None
+            network_prob = head.get("malignancy_prob")
+            fused = None if self.fusion is None else self.fusion(network_prob, diameter)
             nodules.append(
                 NodulePrediction(
                     label=k + 1,
@@ -561,14 +576,15 @@ class ScanPredictor:
                     center_voxel=[
                         int(np.clip(np.floor(v + 0.5), 0, n - 1)) for v, n in zip(vox, in_shape, strict=True)
                     ],
-                    diameter_mm=round(float(np.cbrt(6.0 * volume / math.pi)), 3) if volume > 0 else None,
+                    diameter_mm=diameter,
                     volume_mm3=round(volume, 3),
                     voxels_in_label_map=int(counts_out[k + 1]),
                     detection_probability=None if detection[k] is None else round(float(detection[k]), 6),
-                    malignancy_probability=head.get("malignancy_prob"),
+                    malignancy_probability=network_prob if fused is None else round(fused, 6),
                     malignancy_score=head.get(str(OutputKeys.MALIGNANCY_SCORE)),
                     attributes={name: int(head[name]) for name in ATTRIBUTE_CLASSES if name in head},
                     source=source,
+                    malignancy_probability_network=None if self.fusion is None else network_prob,
                 )
             )
         return ScanPrediction(

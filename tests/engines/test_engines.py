@@ -149,8 +149,37 @@ def test_evaluation_writer(tmp_path: Path) -> None:
     rows = list(csv.DictReader(open(tmp_path / "per_nodule.csv")))
     assert [r["case_id"] for r in rows] == ["n1", "n2"]
     assert rows[0]["malignancy"] == "-1" and rows[0]["texture"] == "5" and rows[1]["texture"] == ""
+    # the size predict reports: the equivalent diameter of the predicted mask (none for the empty one)
+    voxels = int(mask.sum())
+    assert float(rows[0]["pred_diameter_mm"]) == pytest.approx((6 * voxels / math.pi) ** (1 / 3), abs=1e-3)
+    assert rows[1]["pred_diameter_mm"] == ""
     with pytest.raises(ValueError, match="spacing_mm"):
         NoduleEvaluationWriter(tmp_path, spacing_mm=(1.0, 0.0, 1.0))
+
+
+def test_evaluation_writer_with_a_malignancy_fusion(tmp_path: Path) -> None:
+    from lung_nodule_mtl.inference.fusion import MalignancyFusion
+    from lung_nodule_mtl.metrics.calibration import LogisticModel
+
+    model = LogisticModel(coef=[0.0, 1.0], intercept=-math.log(10.0), features=["malignancy_logit", "log_diameter_mm"])
+    fusion = MalignancyFusion(model).save(tmp_path / "fusion.json")
+    writer = NoduleEvaluationWriter(tmp_path / "eval", spacing_mm=2.0, malignancy_fusion=fusion)
+    engine = Engine(lambda e, b: {"pred": b["pred"], "label": b["label"]})
+    writer.attach(engine)
+    mask = sphere()[None]
+    batch = {
+        "pred": {"mask": mask * 20 - 10, "malignancy": torch.tensor([[4.0]])},
+        "label": {"label": mask, "malignancy": torch.tensor([1.0]), "diameter_mm": torch.tensor([8.0])},
+        "case_id": ["n1"],
+    }
+    engine.run([batch], max_epochs=1)
+    [row] = list(csv.DictReader(open(tmp_path / "eval" / "per_nodule.csv")))
+    d = (6 * int(mask.sum()) * 8.0 / math.pi) ** (1 / 3)  # 2 mm voxels
+    assert float(row["pred_diameter_mm"]) == pytest.approx(d, abs=1e-3)
+    assert float(row["pred_malignancy_prob"]) == pytest.approx(d / (d + 10.0), abs=1e-4)  # sigmoid(log(d / 10))
+    assert float(row["pred_malignancy_prob_network"]) == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item())
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["malignancy_network"]["n_positive"] == 1
 
 
 def test_atomic_checkpoint_saver(tmp_path: Path) -> None:

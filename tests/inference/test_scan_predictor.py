@@ -258,3 +258,21 @@ def test_detection_head_scores_ranks_and_thresholds_the_candidates(phantom, thre
     assert ScanPredictor(threshold_net(), **common).settings()["detection_score"] == "mask peak"
     with pytest.raises(ValueError, match="detection_threshold"):
         ScanPredictor(DetectingNet(), detection_threshold=1.0, **common)
+
+
+def test_malignancy_fused_with_the_measured_size(phantom, make_predictor, tmp_path) -> None:
+    from lung_nodule_mtl.inference.fusion import MalignancyFusion
+    from lung_nodule_mtl.metrics.calibration import LogisticModel
+
+    image, affine, _ = phantom
+    plain = make_predictor().predict(_image(image, affine)).nodules
+    # a fusion that ignores the network and says sigmoid(log d - log 10): 0.5 at 10 mm
+    model = LogisticModel(coef=[0.0, 1.0], intercept=-math.log(10.0), features=["malignancy_logit", "log_diameter_mm"])
+    path = MalignancyFusion(model).save(tmp_path / "malignancy_fusion.json")
+    predictor = make_predictor(malignancy_fusion=path)
+    fused = predictor.predict(_image(image, affine)).nodules
+    assert predictor.model_info["malignancy_fusion"]["coef"] == [0.0, 1.0]
+    for a, b in zip(plain, fused, strict=True):
+        d = b.diameter_mm
+        assert b.malignancy_probability == pytest.approx(d / (d + 10.0), abs=1e-6)  # sigmoid(log(d / 10))
+        assert b.malignancy_probability_network == a.malignancy_probability and a.malignancy_probability_network is None
