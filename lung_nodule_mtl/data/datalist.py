@@ -37,6 +37,7 @@ from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, DatalistSplit, Keys, Ma
 from lung_nodule_mtl.utils.io import atomic_write_json
 
 __all__ = [
+    "attribute_class_weights",
     "build_datalist",
     "build_datalist_or_fewer_folds",
     "load_datalist",
@@ -237,6 +238,42 @@ def build_datalist_or_fewer_folds(
         DatalistSplit.TEST.value: [],
     }
     return datalist, [f"{len(patients)} patient(s): too few for folds and a test split; every item in 'training'"]
+
+
+def attribute_class_weights(
+    items: Sequence[Mapping[str, Any]], power: float = 0.5, attributes: Sequence[str] | None = None
+) -> dict[str, list[float]] | None:
+    """Per-attribute class weights from the ratings of ``items`` (the training split): ``(count + 1) ** -power``.
+
+    ``power`` 0 gives ``None`` (no weighting), 0.5 the inverse square root of the class frequency, 1 the inverse
+    frequency; each attribute's weights are scaled to a mean of 1 over the classes seen, unseen classes get the
+    largest weight (they never occur in the loss anyway). For
+    :class:`~lung_nodule_mtl.losses.MultiTaskLoss`'s ``attribute_class_weights``; ratings are 1-based (LIDC),
+    the weights 0-based (as the logits).
+    """
+    from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES
+
+    if not power:
+        return None
+    if power < 0:
+        raise ValueError(f"power must be >= 0, got {power}.")
+    out: dict[str, list[float]] = {}
+    for name in attributes or list(ATTRIBUTE_CLASSES):
+        n = ATTRIBUTE_CLASSES[name]
+        counts = [0] * n
+        for item in items:
+            rating = item.get(name)
+            if rating is not None and 1 <= int(rating) <= n:
+                counts[int(rating) - 1] += 1
+        seen = [c > 0 for c in counts]
+        if not any(seen):
+            continue
+        raw = [(c + 1.0) ** -float(power) for c in counts]
+        mean_seen = sum(w for w, ok in zip(raw, seen, strict=True) if ok) / sum(seen)
+        scaled = [w / mean_seen for w in raw]
+        top = max(w for w, ok in zip(scaled, seen, strict=True) if ok)
+        out[name] = [round(w if ok else top, 6) for w, ok in zip(scaled, seen, strict=True)]
+    return out
 
 
 def select_fold(datalist: Mapping[str, Any], val_fold: int) -> dict[str, Any]:

@@ -155,6 +155,10 @@ class MultiTaskLoss(nn.Module):
         spatial_radius_factor: the spatial penalty starts at this multiple of the expected radius (``> 0``).
         spatial_radius_mm: radius used when a sample has no expected diameter (``None``: skip such samples).
         use_predicted_diameter: fall back on the network's ``diameter_mm`` output for the priors.
+        attribute_class_weights: per attribute, one weight per class (0-based, as the logits) for its cross-entropy,
+            e.g. inverse class frequencies (:func:`lung_nodule_mtl.data.datalist.attribute_class_weights`), so a
+            head cannot win by always answering the majority rating; the weighted loss is normalised by the
+            weights of the valid samples (as ``torch.nn.CrossEntropyLoss``). ``None``: unweighted.
 
     Raises:
         ValueError: for an argument outside its domain (named in the message).
@@ -174,6 +178,7 @@ class MultiTaskLoss(nn.Module):
         spatial_radius_factor: float = 1.5,
         spatial_radius_mm: float | None = None,
         use_predicted_diameter: bool = True,
+        attribute_class_weights: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         if seg_loss not in _SEG_LOSSES:
@@ -219,6 +224,16 @@ class MultiTaskLoss(nn.Module):
         self.spatial_radius_factor = float(spatial_radius_factor)
         self.spatial_radius_mm = None if spatial_radius_mm is None else float(spatial_radius_mm)
         self.use_predicted_diameter = bool(use_predicted_diameter)
+        self.attribute_class_weights: dict[str, torch.Tensor] = {}
+        for name, w in (attribute_class_weights or {}).items():
+            if name not in ATTRIBUTE_CLASSES:
+                raise _bad("attribute_class_weights", f"a mapping with keys among {list(ATTRIBUTE_CLASSES)}", name)
+            values = [float(v) for v in w]
+            if len(values) != ATTRIBUTE_CLASSES[name] or not all(v >= 0 and math.isfinite(v) for v in values):
+                raise _bad(
+                    f"attribute_class_weights[{name!r}]", f"{ATTRIBUTE_CLASSES[name]} non-negative weights", list(w)
+                )
+            self.attribute_class_weights[name] = torch.tensor(values, dtype=torch.float32)
 
     # ------------------------------------------------------------------ components
     def segmentation_loss(
@@ -309,8 +324,15 @@ class MultiTaskLoss(nn.Module):
             n = ATTRIBUTE_CLASSES[name]
             y = self._label(batch, name, logits[:, 0], dtype=torch.long, fill=IGNORE_INDEX)
             valid = (y >= 0) & (y < n)
-            per = F.cross_entropy(logits, torch.where(valid, y, torch.zeros_like(y)), reduction="none")
-            out[name], out[name + "/valid"] = _masked_mean(per, valid)
+            target = torch.where(valid, y, torch.zeros_like(y))
+            per = F.cross_entropy(logits, target, reduction="none")
+            weight = self.attribute_class_weights.get(name)
+            if weight is None:
+                out[name], out[name + "/valid"] = _masked_mean(per, valid)
+            else:
+                w = torch.where(valid, weight.to(logits.device)[target], torch.zeros_like(per))
+                out[name] = (w * per).sum() / w.sum().clamp_min(1e-12)
+                out[name + "/valid"] = (valid.sum() > 0).to(per.dtype)
         return out
 
     def diameter_loss(

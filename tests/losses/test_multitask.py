@@ -275,3 +275,36 @@ def test_detection_head_loss_is_bce_over_labelled_windows_only() -> None:
     # a batch without detection labels: the task adds exactly zero
     none = MultiTaskLoss()({**_pred(False), str(OutputKeys.NODULE): logits.detach()}, _batch())
     assert none[str(LossKeys.DETECTION)].item() == 0.0
+
+
+def test_attribute_class_weights_reweight_the_cross_entropy() -> None:
+    import torch.nn.functional as F
+
+    from lung_nodule_mtl.data.datalist import attribute_class_weights
+
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0, 0.0], [0.0] * 5])
+    y = torch.tensor([0, 4, IGNORE_INDEX])  # the third is unlabelled
+    pred, batch = {"texture": logits}, {"texture": y}
+    ce = F.cross_entropy(logits[:2], y[:2], reduction="none")
+    plain = MultiTaskLoss().attribute_losses(pred, batch)["texture"]
+    assert plain.item() == pytest.approx(ce.mean().item())
+    weights = [1.0, 1.0, 1.0, 1.0, 3.0]
+    weighted = MultiTaskLoss(attribute_class_weights={"texture": weights}).attribute_losses(pred, batch)
+    assert weighted["texture"].item() == pytest.approx(((ce[0] + 3 * ce[1]) / 4).item())  # the rare class counts 3x
+    assert weighted["texture"].item() > plain.item() and weighted["texture/valid"].item() == 1.0
+    with pytest.raises(ValueError, match="texture"):
+        MultiTaskLoss(attribute_class_weights={"texture": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="attribute_class_weights"):
+        MultiTaskLoss(attribute_class_weights={"colour": [1.0]})
+
+    # from a training split's 1-based ratings: (count + 1) ** -power, mean 1 over the ratings seen
+    items = [{"texture": 5}] * 8 + [{"texture": 1}] * 2 + [{"texture": None}, {}]
+    w = attribute_class_weights(items, power=1.0, attributes=["texture"])
+    raw_common, raw_rare = 1 / 9, 1 / 3
+    mean = (raw_common + raw_rare) / 2
+    assert w == {"texture": pytest.approx([raw_rare / mean, raw_rare / mean, raw_rare / mean, raw_rare / mean,
+                                           raw_common / mean], abs=1e-6)}  # fmt: skip
+    assert attribute_class_weights(items, power=0.0) is None
+    assert set(attribute_class_weights(items, power=0.5)) == {"texture"}  # attributes without ratings left out
+    with pytest.raises(ValueError, match="power"):
+        attribute_class_weights(items, power=-1)
