@@ -56,8 +56,9 @@ logger = logging.getLogger(__name__)
 BUNDLE_ENTRIES = ("LICENSE", "configs", "docs", "models", "large_files.yml", "large_files.yaml", "large_files.json")
 """What is copied from the bundle folder (run outputs such as ``eval/`` or ``data/`` are left behind)."""
 
-MODEL_FILES = ("model.pt", "model.ts")
-"""The files of ``models/`` that go in the export (training checkpoints stay behind)."""
+MODEL_FILES = ("model.pt", "model.ts", "malignancy_fusion.json")
+"""The files of ``models/`` that go in the export (training checkpoints stay behind); all but ``model.pt`` belong to
+the bundle's own weights and stay behind when other weights (``ckpt``) are exported."""
 
 EXCLUDED_SUBPACKAGES = ("cli", "zoo", "__main__.py")
 """Parts of the package that are not copied into ``scripts/`` (command line and this exporter)."""
@@ -214,7 +215,7 @@ def _rewrite_configs(src_configs: Path, dest_configs: Path) -> list[str]:
     return rewritten
 
 
-def _copy_bundle(bundle: Path, staging: Path, with_model_ts: bool) -> None:
+def _copy_bundle(bundle: Path, staging: Path, with_own_files: bool) -> None:
     for name in BUNDLE_ENTRIES:
         src = bundle / name
         if not src.exists():
@@ -222,7 +223,7 @@ def _copy_bundle(bundle: Path, staging: Path, with_model_ts: bool) -> None:
         if name == "models":
             (staging / name).mkdir()
             for model in MODEL_FILES:
-                if (src / model).is_file() and (model != "model.ts" or with_model_ts):
+                if (src / model).is_file() and (model == "model.pt" or with_own_files):
                     shutil.copy2(src / model, staging / name / model)
         elif src.is_dir():
             shutil.copytree(src, staging / name, ignore=shutil.ignore_patterns("__pycache__", ".*"))
@@ -328,7 +329,7 @@ def export_bundle(
     try:
         staging = tmp / name
         staging.mkdir()
-        _copy_bundle(bundle, staging, with_model_ts=ckpt is None)
+        _copy_bundle(bundle, staging, with_own_files=ckpt is None)
         if ckpt is not None:
             (staging / "models").mkdir(exist_ok=True)
             _write_checkpoint(Path(ckpt), staging / "models" / "model.pt")

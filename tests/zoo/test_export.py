@@ -197,3 +197,18 @@ def test_cli(make_bundle: Callable[..., Path], tmp_path: Path, capsys: pytest.Ca
     assert cli_main(["export-bundle", "--out", str(out), "--bundle", str(bundle)]) == 1
     assert "overwrite" in capsys.readouterr().err
     assert cli_main(["export-bundle", "--out", str(out), "--bundle", str(bundle), "--overwrite"]) == 0
+
+
+def test_the_malignancy_fusion_goes_with_its_own_weights_only(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    bundle = make_bundle()
+    (bundle / "models" / "malignancy_fusion.json").write_text('{"kind": "malignancy_fusion"}')
+    (bundle / "models" / "checkpoint_epoch=3.pt").write_bytes(b"")  # training leftovers stay behind
+    own = export_bundle(tmp_path / "own", bundle)
+    assert (own / "models" / "malignancy_fusion.json").read_text() == '{"kind": "malignancy_fusion"}'
+    assert not (own / "models" / "checkpoint_epoch=3.pt").exists()
+    other_weights = tmp_path / "other.pt"
+    torch.save(torch.load(bundle / "models" / "model.pt", weights_only=True), other_weights)
+    second = make_bundle("second")
+    (second / "models" / "malignancy_fusion.json").write_text('{"kind": "malignancy_fusion"}')
+    other = export_bundle(tmp_path / "other", second, ckpt=other_weights)
+    assert (other / "models" / "model.pt").is_file() and not (other / "models" / "malignancy_fusion.json").exists()
