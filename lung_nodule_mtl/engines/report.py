@@ -135,6 +135,8 @@ class NoduleEvaluationWriter:
         self.rows = []
 
     def _collect(self, engine: Engine) -> None:
+        from lung_nodule_mtl.data.lidc_idri.masks import equivalent_diameter_mm  # the one definition of it
+
         output = engine.state.output
         samples = output if isinstance(output, list) else decollate_batch(output)
         case_ids = _batch_values(engine.state.batch, Keys.CASE_ID, len(samples))
@@ -145,12 +147,12 @@ class NoduleEvaluationWriter:
             pred_volume = None
             if OutputKeys.MASK in pred:
                 mask = mask_probability(pred[OutputKeys.MASK][None].float())[0] > self.threshold
-                pred_volume = float(mask.sum()) * float(np.prod(self.spacing_mm))
+                pred_volume = float(mask.sum()) * float(np.prod(self.spacing_mm))  # mm³
                 if Keys.LABEL in target:
                     row.update(segmentation_scores(mask, target[Keys.LABEL], spacing=self.spacing_mm))
             row["diameter_mm"] = _scalar(target.get(Keys.DIAMETER))
             # the size predict reports: the equivalent diameter of the predicted mask
-            row["pred_diameter_mm"] = round(float(np.cbrt(6.0 * pred_volume / math.pi)), 3) if pred_volume else None
+            row["pred_diameter_mm"] = round(equivalent_diameter_mm(1, pred_volume), 3) if pred_volume else None
             heads = head_predictions(pred)
             if self.fusion is not None and "malignancy_prob" in heads:
                 heads["malignancy_prob_network"] = heads["malignancy_prob"]
@@ -174,20 +176,16 @@ class NoduleEvaluationWriter:
         out: dict[str, Any] = {"n_nodules": len(rows), "model_version": __version__}
         if rows and "dice" in rows[0]:
             out["segmentation"] = {k: _mean_std([r.get(k) for r in rows]) for k in ("dice", "iou", "hd95")}
-        if rows and "pred_malignancy_prob" in rows[0]:
-            out["malignancy"] = malignancy_report(
-                [r["pred_malignancy_prob"] for r in rows],
-                [None if r["malignancy"] is None else int(r["malignancy"]) for r in rows],
-                [r["diameter_mm"] for r in rows],
-                threshold=self.threshold,
-            )
-        if rows and "pred_malignancy_prob_network" in rows[0]:
-            out["malignancy_network"] = malignancy_report(
-                [r["pred_malignancy_prob_network"] for r in rows],
-                [None if r["malignancy"] is None else int(r["malignancy"]) for r in rows],
-                [r["diameter_mm"] for r in rows],
-                threshold=self.threshold,
-            )
+        # the reported probability (fused with the size where a fusion is given), and the network's own beside it
+        reports = (("malignancy", "pred_malignancy_prob"), ("malignancy_network", "pred_malignancy_prob_network"))
+        for key, column in reports:
+            if rows and column in rows[0]:
+                out[key] = malignancy_report(
+                    [r[column] for r in rows],
+                    [None if r["malignancy"] is None else int(r["malignancy"]) for r in rows],
+                    [r["diameter_mm"] for r in rows],
+                    threshold=self.threshold,
+                )
         scored = [(r["pred_malignancy_score"], r["malignancy_score"]) for r in rows if "pred_malignancy_score" in r]
         scored = [(p, t) for p, t in scored if t is not None]
         if scored:
@@ -273,6 +271,7 @@ class NodulePredictionWriter:
         engine.add_event_handler(Events.COMPLETED, self._write)
 
     def _collect(self, engine: Engine) -> None:
+
         output = engine.state.output
         samples = output if isinstance(output, list) else decollate_batch(output)
         ids = {key: _batch_values(engine.state.batch, key, len(samples)) for key in (Keys.PATIENT_ID, Keys.NODULE_ID)}

@@ -202,6 +202,7 @@ def fit_malignancy_fusion(
         fused[here] = model.predict(_features(p[here], dp[here]))
         size_model = LogisticModel.fit(np.log(np.maximum(dp[rest], 1.0)), y[rest], ["log_diameter_mm"], l2=l2)
         size_only[here] = size_model.predict(np.log(np.maximum(dp[here], 1.0)))
+    cal_fused, cal_network = calibration_report(fused, y), calibration_report(p, y)
     vs_mask = paired_auc_bootstrap(fused, dp, y, groups, n_bootstrap=n_bootstrap, seed=0)
     report: dict[str, Any] = {
         "n_nodules": int(y.size),
@@ -214,11 +215,11 @@ def fit_malignancy_fusion(
         "fused_minus_mask_diameter": vs_mask["difference"],
         "ci_fused_minus_mask_diameter": vs_mask["ci_difference"],
         "brier": {
-            "fused": calibration_report(fused, y)["brier"],
-            "network": calibration_report(p, y)["brier"],
+            "fused": cal_fused["brier"],
+            "network": cal_network["brier"],
             "mask_diameter_logistic": calibration_report(size_only, y)["brier"],
         },
-        "ece": {"fused": calibration_report(fused, y)["ece"], "network": calibration_report(p, y)["ece"]},
+        "ece": {"fused": cal_fused["ece"], "network": cal_network["ece"]},
     }
     ok = np.isfinite(dref)
     if ok.any() and len(set(y[ok].tolist())) == 2:

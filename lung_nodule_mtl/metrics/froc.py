@@ -43,6 +43,8 @@ import numpy as np
 from monai.metrics import compute_froc_score
 from numpy.typing import NDArray
 
+from lung_nodule_mtl.constants import ras_to_lps
+
 if TYPE_CHECKING:
     from lung_nodule_mtl.data.nodule_table import NoduleRecord
 
@@ -536,8 +538,8 @@ def false_positive_table(
         for k in match.fp_index:
             c = cands[int(k)]
             if c.probability is not None and c.probability >= min_probability:
-                x, y, z = c.center_ras_mm
-                rows.append((case, -x, -y, z, float(c.probability)))
+                x, y, z = ras_to_lps(c.center_ras_mm)
+                rows.append((case, x, y, z, float(c.probability)))
     if left_out:
         logger.warning(
             "%d cases of %s are neither annotated nor a <case>.json of the folder, left out (e.g. %r).",
