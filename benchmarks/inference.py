@@ -63,7 +63,7 @@ def prepare_scans(work_dir: Path, which: list[str]) -> dict[str, Path]:
                 if not src.is_dir():
                     print(f"skipping the real scan: {src} not found", file=sys.stderr)
                     continue
-                from lung_nodule_mtl.inference.io import find_cases, load_ct
+                from lung_nodule_mtl.io.ct import find_cases, load_ct
 
                 volume = load_ct(find_cases(src)[0])
                 hu = np.rint(np.asarray(volume.image[0])).astype(np.int16)
@@ -109,11 +109,11 @@ def _parser(bundle: str | None, device: str, sets: list[str]) -> tuple[Any, Any]
 
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from lung_nodule_mtl.inference.batch import case_outputs, predict_batch
-    from lung_nodule_mtl.inference.io import find_cases
+    from lung_nodule_mtl.io.ct import find_cases
 
     predictor, _ = _parser(args.bundle, args.device, args.set)
     if args.maps:  # not timed: the isotropic maps for the Dice against the stock pipeline
-        from lung_nodule_mtl.inference.io import load_ct
+        from lung_nodule_mtl.io.ct import load_ct
 
         predictor.keep_images = True
         pred = predictor.predict(load_ct(find_cases(args.input)[0]).image)

@@ -13,25 +13,19 @@ from lung_nodule_mtl.data.datalist import (
     write_datalist,
 )
 from lung_nodule_mtl.data.default import resolve_datalist
+from lung_nodule_mtl.data.lidc_idri.convert import prepare_lidc
+from lung_nodule_mtl.data.lidc_idri.reading import parse_lidc_xml
 from lung_nodule_mtl.data.luna16 import Luna16Result, find_luna16_scans, prepare_luna16, sphere_mask
 from lung_nodule_mtl.data.nodule_table import NoduleRecord, read_nodule_table
 
-_LAZY = {
-    "parse_lidc_xml": "lung_nodule_mtl.data.lidc_idri.reading",
-    "prepare_lidc": "lung_nodule_mtl.data.lidc_idri.convert",
-}
-"""Exports imported on first use (the LIDC-IDRI converter reads CT with the inference I/O, which imports torch)."""
-
-
 _LAZY_MODULES = ("insertion", "scans")
-"""Submodules reachable as attributes (bundle configs: ``$lung_nodule_mtl.data.scans.read_scan_splits(...)``)."""
+"""Submodules reachable as attributes (bundle configs: ``$lung_nodule_mtl.data.scans.read_scan_splits(...)``), imported
+on first use: they build training datasets with torch and MONAI, which the converters above do not need."""
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY_MODULES:
         return importlib.import_module(f"{__name__}.{name}")
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

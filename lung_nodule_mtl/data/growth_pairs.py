@@ -17,7 +17,7 @@ column                                      meaning
                                             ``_``) and must be unique
 ``baseline_image``, ``followup_image``      the CT scans in HU: a NIfTI (``.nii``/``.nii.gz``) or MetaImage
                                             (``.mhd``/``.mha``) file, or a DICOM series folder: read by
-                                            :func:`lung_nodule_mtl.inference.io.load_ct`, with its checks
+                                            :func:`lung_nodule_mtl.io.ct.load_ct`, with its checks
 ``baseline_mask``, ``followup_mask``        the nodule's mask at each time, on the grid of its scan (same shape
                                             and affine), NIfTI or MetaImage: a 0/1 mask or a label map (see
                                             below)
@@ -103,7 +103,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
@@ -114,10 +114,8 @@ from scipy import ndimage
 from lung_nodule_mtl.constants import AIR_HU, DatalistSplit, Keys, lps_to_ras
 from lung_nodule_mtl.data.datalist import build_datalist_or_fewer_folds, write_datalist
 from lung_nodule_mtl.data.synthetic.growth import BASELINE_SUFFIX, FOLLOWUP_SUFFIX, GrowthKeys
+from lung_nodule_mtl.io import CTVolume, InputError, find_cases, load_ct, read_volume
 from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe, read_json_or_none
-
-if TYPE_CHECKING:
-    from lung_nodule_mtl.inference.io import CTVolume
 
 __all__ = [
     "CENTRE_SEARCH_MM",
@@ -614,8 +612,6 @@ class _Loader:
         return value
 
     def scan(self, path: Path, column: str) -> _Scan:
-        from lung_nodule_mtl.inference.io import InputError, find_cases, load_ct
-
         if path in self.scans:
             self.scans.move_to_end(path)
             return self.scans[path]
@@ -638,8 +634,6 @@ class _Loader:
 
     def mask(self, path: Path, column: str, scan: _Scan) -> NDArray[np.float32]:
         # the readers of load_ct without its HU check (a mask is no CT): the same file kinds and errors
-        from lung_nodule_mtl.inference.io import InputError, find_cases, read_volume
-
         if path not in self.masks:
             if not path.exists():
                 raise PairRowError(f"{column}: {path}: file not found")
@@ -928,7 +922,7 @@ def _process(
     )
     reference = grid.sitk_reference()
     identity = sitk.Transform(3, sitk.sitkIdentity)
-    b_image = np.asarray(b_scan.ct.image[0].numpy()[b_box], dtype=np.float32)
+    b_image = np.asarray(b_scan.ct.array[b_box], dtype=np.float32)
     fixed = _resample(_to_sitk(b_image, b_sub), reference, identity, sitk.sitkLinear, AIR_HU, sitk.sitkFloat32, threads)
     b_crop_mask = _from_sitk(
         _resample(_to_sitk(b_nodule.astype(np.uint8), b_sub), reference, identity, sitk.sitkNearestNeighbor, 0,
@@ -953,7 +947,7 @@ def _process(
     f_nodule = _select_nodule(
         f_mask_full[f_box], f_sub, spec.followup_centre, spec.followup_label, "followup_mask", spec.followup_mask
     )
-    moving = _to_sitk(np.asarray(f_scan.ct.image[0].numpy()[f_box], dtype=np.float32), f_sub)
+    moving = _to_sitk(np.asarray(f_scan.ct.array[f_box], dtype=np.float32), f_sub)
     transform, registration, warnings = _register(
         fixed, fixed_mask, moving, spec.baseline_centre, spec.followup_centre, settings, register
     )

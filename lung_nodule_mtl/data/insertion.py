@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_NAMES, Keys
+from lung_nodule_mtl.io import find_cases, load_ct
 
 __all__ = [
     "BANK_LABEL_KEYS",
@@ -127,8 +128,8 @@ def _load_item(args: tuple[dict[str, Any], tuple[float, float, float], float]) -
     item, spacing, margin_mm = args
     from monai.transforms import Compose
 
+    from lung_nodule_mtl.io.geometry import world_to_voxel  # (here: transforms imports this module)
     from lung_nodule_mtl.transforms.chains import _load  # the training chains' own load → RAS → spacing
-    from lung_nodule_mtl.transforms.coordinates import world_to_voxel  # (here: transforms imports this module)
 
     keys = [str(Keys.IMAGE), str(Keys.LABEL)]
     data = Compose(_load(keys, spacing, str(Keys.IMAGE)))({k: item[k] for k in keys})
@@ -361,7 +362,7 @@ def insert_nodules(
     Args:
         hu: ``(H, W, D)`` HU on the bank's grid (isotropic ``bank.spacing_mm``, RAS), not modified.
         affine: its voxel → RAS-mm affine.
-        lung: its lung mask (:func:`~lung_nodule_mtl.inference.lung.lung_mask`), or ``None``.
+        lung: its lung mask (:func:`~lung_nodule_mtl.transforms.lung.lung_mask`), or ``None``.
         bank: where the nodules come from (drawn without replacement).
         count: how many.
         rng: random generator.
@@ -490,10 +491,9 @@ def insert_into_scans(
         ValueError: a host that cannot be read (the message names it), or a bad CSV.
     """
     from lung_nodule_mtl.constants import ras_to_lps
-    from lung_nodule_mtl.inference.io import find_cases, load_ct
-    from lung_nodule_mtl.inference.lung import lung_mask
-    from lung_nodule_mtl.inference.resample import IsotropicResampler
-    from lung_nodule_mtl.transforms.chains import AXIS_LABELS, ORIENTATION
+    from lung_nodule_mtl.transforms.chains import AXIS_LABELS, ORIENTATION  # (here: transforms imports this module)
+    from lung_nodule_mtl.transforms.lung import lung_mask
+    from lung_nodule_mtl.transforms.resample import IsotropicResampler
     from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, atomic_write_nifti
 
     out = Path(out_dir)

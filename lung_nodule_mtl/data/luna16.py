@@ -14,7 +14,7 @@ coordinates (ITK), and tables of nodule centres in **LPS** mm (``annotations.csv
 **Geometry**: each NIfTI is on exactly the MetaImage's grid: voxel ``(i, j, k)`` of the NIfTI is ITK index
 ``(i, j, k)``, and the NIfTI affine (sform and qform, code 1) is ``diag(-1, -1, 1, 1) @`` the LPS affine built
 from the header's spacing, direction (``TransformMatrix``) and origin (``Offset``), as MONAI's ``ITKReader`` and
-:func:`lung_nodule_mtl.inference.io.load_ct` give it. The scans are read with :func:`~lung_nodule_mtl.inference.io.
+:func:`lung_nodule_mtl.io.ct.load_ct` give it. The scans are read with :func:`~lung_nodule_mtl.io.ct.
 load_ct`, so a truncated ``.raw`` or a volume that is not CT in HU fails that scan with a one-line reason.
 
 **Labels**: LUNA16 has no nodule masks, only centres and diameters. With ``labels=True`` (the default, because
@@ -69,6 +69,7 @@ from numpy.typing import ArrayLike, NDArray
 from lung_nodule_mtl.constants import DatalistSplit, Keys, ras_to_lps
 from lung_nodule_mtl.data.datalist import patient_folds, validate_item, write_datalist
 from lung_nodule_mtl.data.nodule_table import NoduleRecord, read_nodule_table
+from lung_nodule_mtl.io import Case, InputError, load_ct, world_to_voxel
 from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, atomic_write_nifti, json_safe
 
 __all__ = [
@@ -359,8 +360,6 @@ def _fmt(values: Iterable[float], digits: int = 2) -> str:
 
 def _check_nodules(job: _Job, affine: NDArray[np.float64], shape: tuple[int, int, int]) -> list[str]:
     """One line per annotation of the scan that cannot be used: its centre outside the image, no diameter."""
-    from lung_nodule_mtl.transforms.coordinates import world_to_voxel  # here: the transforms package imports MONAI
-
     problems = []
     for rec in job.nodules:
         where = f"{job.annotations} line {rec.row}"
@@ -377,8 +376,6 @@ def _check_nodules(job: _Job, affine: NDArray[np.float64], shape: tuple[int, int
 
 def _convert(job: _Job) -> _Outcome:
     """Convert one scan (or find it complete); never raises: a failure is an outcome with a one-line reason."""
-    from lung_nodule_mtl.inference.io import Case, InputError, load_ct  # here: the inference package is heavy
-
     start = time.perf_counter()
     uid = job.scan.seriesuid
     paths = _paths(job.out, uid)
@@ -399,7 +396,7 @@ def _convert(job: _Job) -> _Outcome:
             more = f" (and {len(problems) - 1} more problem(s) in this scan)" if len(problems) > 1 else ""
             raise _ScanError(problems[0] + more)
         dtype = _storage_dtype(str(volume.meta["original_dtype"]), volume.meta["hu_min"], volume.meta["hu_max"])
-        atomic_write_nifti(volume.image[0].numpy(), affine, paths["image"], dtype=dtype)
+        atomic_write_nifti(volume.array, affine, paths["image"], dtype=dtype)
         wrote_label = bool(job.labels and job.nodules)
         if wrote_label:
             diameters = [r.diameter_mm for r in job.nodules if r.diameter_mm is not None]  # all, checked above

@@ -2,8 +2,6 @@
 
 from lung_nodule_mtl.inference.batch import BatchResult, case_outputs, predict_batch, write_summary
 from lung_nodule_mtl.inference.bundle import find_bundle, load_scan_predictor, model_info
-from lung_nodule_mtl.inference.io import Case, CTVolume, InputError, find_cases, load_ct, write_label_map
-from lung_nodule_mtl.inference.lung import bounding_box, lung_mask
 from lung_nodule_mtl.inference.pipeline import (
     NodulePrediction,
     ScanPrediction,
@@ -11,6 +9,8 @@ from lung_nodule_mtl.inference.pipeline import (
     autocast_dtype,
     resolve_device,
 )
+from lung_nodule_mtl.io.ct import Case, CTVolume, InputError, find_cases, load_ct, write_label_map
+from lung_nodule_mtl.transforms.lung import bounding_box, lung_mask
 
 __all__ = [
     "BatchResult",

@@ -1,6 +1,6 @@
 """Batch inference over a folder of scans: ``lung-nodule-mtl predict`` and the bundle's ``scan_inferring``.
 
-For every case found in the input (:func:`~lung_nodule_mtl.inference.io.find_cases`) the outputs are
+For every case found in the input (:func:`~lung_nodule_mtl.io.ct.find_cases`) the outputs are
 
 * ``<case>_nodules.nii.gz``: the nodule label map on exactly the input's grid and affine;
 * ``<case>.json``: the per-nodule report (centre in world mm and voxels, diameter, volume, detection
@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.inference.pipeline import ScanPrediction, ScanPredictor
-from lung_nodule_mtl.transforms.coordinates import world_to_voxel
+from lung_nodule_mtl.io.geometry import world_to_voxel
 from lung_nodule_mtl.utils.flags import as_bool
 from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe
 
@@ -134,8 +134,8 @@ def _centres_for(case_id: str, table: Mapping[str, Sequence[Any]] | None) -> lis
 
 
 def _run_case(case: Any, predictor: ScanPredictor, output_dir: Path, centres: Any, qc: bool) -> ScanPrediction:
-    from lung_nodule_mtl.inference.io import load_ct, write_label_map
     from lung_nodule_mtl.inference.qc import nodule_qc_image, write_nodule_qc
+    from lung_nodule_mtl.io.ct import load_ct, write_label_map
 
     paths = case_outputs(output_dir, case.case_id)
     start = time.perf_counter()
@@ -144,7 +144,7 @@ def _run_case(case: Any, predictor: ScanPredictor, output_dir: Path, centres: An
     try:
         result = predictor.predict(volume.image, centres)
     except ValueError as e:  # a given centre outside the image: the case's input is wrong
-        from lung_nodule_mtl.inference.io import InputError
+        from lung_nodule_mtl.io.ct import InputError
 
         raise InputError(case.path, str(e)) from None
     for warning in [*volume.warnings, *result.warnings]:
@@ -249,7 +249,7 @@ def predict_batch(
         ValueError: no case in the input, an unreadable ``nodules_csv``, or ``output_dir`` equal to the input folder.
         RuntimeError: with ``raise_on_failure``, when a case failed (after all the others ran).
     """
-    from lung_nodule_mtl.inference.io import InputError, find_cases
+    from lung_nodule_mtl.io.ct import InputError, find_cases
 
     qc, overwrite = as_bool(qc, "qc"), as_bool(overwrite, "overwrite")
     progress = as_bool(progress, "progress")

@@ -4,9 +4,9 @@
 
 1. **Geometry**: the grid of MONAI ``Orientation`` (RAS) and ``Spacing`` at the isotropic voxel the network was
    trained at (``spacing_mm``, bilinear), as the training transforms do; for the usual axial scan as a separable
-   interpolation along each axis (:mod:`~lung_nodule_mtl.inference.resample`: same values, a fraction of the
+   interpolation along each axis (:mod:`~lung_nodule_mtl.transforms.resample`: same values, a fraction of the
    memory and time).
-2. **Lung region**: :func:`~lung_nodule_mtl.inference.lung.lung_mask` (HU threshold + morphology); the
+2. **Lung region**: :func:`~lung_nodule_mtl.transforms.lung.lung_mask` (HU threshold + morphology); the
    network only runs inside the mask's bounding box and detections outside the mask are dropped. No
    lung found (a phantom, a crop): the whole image, with a warning.
 3. **Sliding window**: MONAI's :class:`~monai.inferers.SlidingWindowInferer` (Gaussian blending computed once,
@@ -51,12 +51,12 @@ from torch import nn
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
 from lung_nodule_mtl.engines.report import head_predictions
 from lung_nodule_mtl.inference.fusion import MalignancyFusion
-from lung_nodule_mtl.inference.lung import bounding_box, lung_mask
-from lung_nodule_mtl.inference.resample import IsotropicResampler
+from lung_nodule_mtl.io.geometry import voxel_to_world, world_to_voxel
 from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
 from lung_nodule_mtl.transforms.chains import AXIS_LABELS, DEFAULT_SPACING_MM, ORIENTATION
-from lung_nodule_mtl.transforms.coordinates import voxel_to_world, world_to_voxel
 from lung_nodule_mtl.transforms.crop import NoduleCentredCrop, nodule_roi
+from lung_nodule_mtl.transforms.lung import bounding_box, lung_mask
+from lung_nodule_mtl.transforms.resample import IsotropicResampler
 from lung_nodule_mtl.transforms.window import LungWindow, WindowsLike
 from lung_nodule_mtl.utils.flags import as_bool
 
@@ -202,7 +202,7 @@ class ScanPredictor:
         max_candidates: most mask components scored by the heads per scan (highest mask probability first).
         detection_threshold: candidates whose detection probability is below it are not reported (``None`` or 0:
             all, up to ``max_nodules``).
-        use_lung_mask: restrict inference to the lungs (see :mod:`lung_nodule_mtl.inference.lung`).
+        use_lung_mask: restrict inference to the lungs (see :mod:`lung_nodule_mtl.transforms.lung`).
         snap_mm: with given centres, how far from the centre the mask component may start, mm.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         amp: mixed precision for the network (see :func:`autocast_dtype`); default (``None``): float16 on CUDA,

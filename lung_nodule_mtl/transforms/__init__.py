@@ -1,6 +1,6 @@
 """Transforms from a datalist item to a network-ready sample: windows, nodule crops, labels, chains.
 
-* :mod:`~lung_nodule_mtl.transforms.coordinates`: RAS world mm ↔ voxel through a 4x4 affine.
+* :mod:`~lung_nodule_mtl.io.geometry`: RAS world mm ↔ voxel through a 4x4 affine.
 * :mod:`~lung_nodule_mtl.transforms.window`: HU windows → ``[0, 1]`` channels.
 * :mod:`~lung_nodule_mtl.transforms.crop`: fixed-size crops around a world-mm nodule centre (invertible).
 * :mod:`~lung_nodule_mtl.transforms.labels`: datalist scalars → label tensors (``IGNORE_INDEX`` when missing).
@@ -9,6 +9,7 @@
 * :mod:`~lung_nodule_mtl.transforms.chains`: the training, validation and inference ``Compose`` chains.
 """
 
+from lung_nodule_mtl.io.geometry import voxel_to_world, world_to_voxel
 from lung_nodule_mtl.transforms.chains import (
     DEFAULT_AFFINE_PROB,
     DEFAULT_FLIP_PROB,
@@ -31,7 +32,6 @@ from lung_nodule_mtl.transforms.chains import (
     get_train_transforms,
     get_val_transforms,
 )
-from lung_nodule_mtl.transforms.coordinates import voxel_to_world, world_to_voxel
 from lung_nodule_mtl.transforms.crop import (
     MASK_PAD_VALUE,
     NoduleCentredCrop,

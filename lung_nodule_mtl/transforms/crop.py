@@ -35,7 +35,7 @@ from monai.utils import TraceKeys, convert_to_tensor
 from numpy.typing import NDArray
 
 from lung_nodule_mtl.constants import AIR_HU, Keys
-from lung_nodule_mtl.transforms.coordinates import world_to_voxel
+from lung_nodule_mtl.io.geometry import world_to_voxel
 
 __all__ = [
     "MASK_PAD_VALUE",

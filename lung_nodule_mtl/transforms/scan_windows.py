@@ -50,8 +50,8 @@ from lung_nodule_mtl.data.insertion import (
     random_orientation,
     sampling_points,
 )
-from lung_nodule_mtl.inference.lung import lung_mask
-from lung_nodule_mtl.transforms.coordinates import world_to_voxel
+from lung_nodule_mtl.io.geometry import world_to_voxel
+from lung_nodule_mtl.transforms.lung import lung_mask
 
 __all__ = [
     "DEFAULT_WINDOW_FRACTIONS",

@@ -24,7 +24,7 @@ from lung_nodule_mtl.data.luna16 import (
     sphere_mask,
 )
 from lung_nodule_mtl.data.nodule_table import read_nodule_table
-from lung_nodule_mtl.transforms.coordinates import world_to_voxel
+from lung_nodule_mtl.io.geometry import world_to_voxel
 
 SIZE = (40, 36, 20)  # ITK size (x, y, z) = NIfTI array shape (i, j, k)
 SPACING = (0.7, 0.8, 2.5)

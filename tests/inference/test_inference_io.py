@@ -3,8 +3,11 @@ writing label maps on the input grid."""
 
 from __future__ import annotations
 
+import ast
 import gzip
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,9 +19,10 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
+import lung_nodule_mtl
 from lung_nodule_mtl.constants import lps_to_ras
-from lung_nodule_mtl.inference import io as ct_io
-from lung_nodule_mtl.inference.io import Case, CTVolume, InputError, find_cases, load_ct, write_label_map
+from lung_nodule_mtl.io import ct as ct_io
+from lung_nodule_mtl.io.ct import Case, CTVolume, InputError, find_cases, load_ct, write_label_map
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -201,12 +205,32 @@ def test_find_cases_duplicate_ids_nifti_and_dicom(tmp_path, ct, write_nifti, wri
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def test_ct_io_and_data_converters_import_without_torch() -> None:
+    """CT I/O sits below both stages: reading CT and the converters under ``data`` need neither torch nor MONAI,
+    and no module under ``data`` or ``io`` imports the inference package."""
+    code = (
+        "import sys, lung_nodule_mtl.io, lung_nodule_mtl.data\n"
+        "from lung_nodule_mtl.data import prepare_lidc, prepare_luna16\n"
+        "print(sorted(m for m in ('torch', 'monai', 'lung_nodule_mtl.inference') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    package = Path(lung_nodule_mtl.__file__).parent
+    for path in [*sorted((package / "data").rglob("*.py")), *sorted((package / "io").rglob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.startswith("lung_nodule_mtl.inference") for n in names), f"{path} imports {names}"
+
+
 def _assert_volume(volume: CTVolume, expected: np.ndarray) -> None:
     assert isinstance(volume.image, MetaTensor)
     assert volume.image.dtype == torch.float32
     assert tuple(volume.image.shape) == (1, *expected.shape)
     assert volume.shape == expected.shape
     np.testing.assert_array_equal(volume.image[0].numpy(), expected.astype(np.float32))
+    assert volume.array.dtype == np.float32 and np.shares_memory(volume.array, volume.image.numpy())
+    assert volume.image is volume.image  # built once
     assert volume.affine.dtype == np.float64 and volume.affine.shape == (4, 4)
     np.testing.assert_allclose(volume.image.affine.numpy(), volume.affine)
     np.testing.assert_allclose(volume.spacing_mm, np.linalg.norm(volume.affine[:3, :3], axis=0))

@@ -8,8 +8,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Orientation, ResampleToMatch, Spacing
 
-from lung_nodule_mtl.inference.resample import IsotropicResampler, axis_map
 from lung_nodule_mtl.transforms.chains import AXIS_LABELS, ORIENTATION
+from lung_nodule_mtl.transforms.resample import IsotropicResampler, axis_map
 
 
 def _affine(steps, origin=(100.0, 120.0, -50.0), perm=(0, 1, 2), rotation=None) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_oblique_input_is_separable_too() -> None:
 
 
 def test_fallback_to_monai_when_the_axes_are_not_parallel(monkeypatch) -> None:
-    import lung_nodule_mtl.inference.resample as resample
+    import lung_nodule_mtl.transforms.resample as resample
 
     image = _image(GRIDS["LPS anisotropic (DICOM axial)"])
     monkeypatch.setattr(resample, "axis_map", lambda *a: None)

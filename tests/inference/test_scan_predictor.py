@@ -12,7 +12,7 @@ from monai.data import MetaTensor
 from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES
 from lung_nodule_mtl.data.synthetic.phantom import PhantomNodule, chest_phantom
 from lung_nodule_mtl.inference import ScanPredictor, bounding_box, lung_mask, resolve_device
-from lung_nodule_mtl.transforms.coordinates import voxel_to_world
+from lung_nodule_mtl.io.geometry import voxel_to_world
 
 
 def _image(image: np.ndarray, affine: np.ndarray) -> MetaTensor:

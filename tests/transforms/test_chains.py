@@ -13,8 +13,8 @@ import torch
 from monai.data import MetaTensor
 
 from lung_nodule_mtl.constants import DEFAULT_WINDOWS, IGNORE_INDEX, Keys
+from lung_nodule_mtl.io.geometry import voxel_to_world
 from lung_nodule_mtl.transforms.chains import get_inference_transforms, get_train_transforms, get_val_transforms
-from lung_nodule_mtl.transforms.coordinates import voxel_to_world
 
 ROI = 24
 TRAIN_ROI = 32

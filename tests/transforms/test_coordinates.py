@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lung_nodule_mtl.transforms.coordinates import voxel_to_world, world_to_voxel
+from lung_nodule_mtl.io.geometry import voxel_to_world, world_to_voxel
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:

@@ -11,7 +11,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 
 from lung_nodule_mtl.constants import AIR_HU, Keys
-from lung_nodule_mtl.transforms.coordinates import voxel_to_world, world_to_voxel
+from lung_nodule_mtl.io.geometry import voxel_to_world, world_to_voxel
 from lung_nodule_mtl.transforms.crop import (
     NoduleCentredCrop,
     NoduleCentredCropd,

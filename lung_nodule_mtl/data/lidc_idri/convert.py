@@ -5,8 +5,8 @@ slices (``LIDC_ROOT`` may also be one patient folder). Each CT reading file (roo
 series; chest radiograph readings are skipped. :func:`prepare_lidc` writes into ``OUT``:
 
 * ``images/<scan>.nii.gz``: the CT in HU (int16; rescale slope and intercept applied, slices ordered by position),
-  read by :func:`lung_nodule_mtl.inference.io.load_ct` and written on its grid and affine (sform and qform code 1,
-  as :func:`~lung_nodule_mtl.inference.io.write_label_map`), so ``predict`` and these files agree voxel for voxel.
+  read by :func:`lung_nodule_mtl.io.ct.load_ct` and written on its grid and affine (sform and qform code 1,
+  as :func:`~lung_nodule_mtl.io.ct.write_label_map`), so ``predict`` and these files agree voxel for voxel.
   ``<scan>`` is the patient folder's name (``<patient>_s2`` etc. for a patient's further CT series).
 * ``labels/<scan>_<n>.nii.gz``: the consensus mask (0/1, uint8) of physical nodule ``n`` on the same grid.
 * ``datalist.json``: one item per nodule (>= 3 mm, marked by at least ``min_readers`` readers, non-empty consensus)
@@ -83,8 +83,7 @@ from lung_nodule_mtl.data.lidc_idri.reading import (
     parse_lidc_xml,
 )
 from lung_nodule_mtl.data.lidc_vois import LIDC_CITATION
-from lung_nodule_mtl.inference.io import Case, CTVolume, InputError, load_ct, write_label_map, write_on_grid
-from lung_nodule_mtl.transforms.coordinates import voxel_to_world
+from lung_nodule_mtl.io import Case, CTVolume, InputError, load_ct, voxel_to_world, write_label_map, write_on_grid
 from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, json_safe, read_json_or_none
 
 __all__ = [
@@ -292,14 +291,14 @@ def write_ct(volume: CTVolume, path: str | os.PathLike[str]) -> Path:
     """Write a loaded CT as NIfTI on exactly its grid (as :func:`write_label_map` writes labels), atomically.
 
     Args:
-        volume: from :func:`~lung_nodule_mtl.inference.io.load_ct`.
+        volume: from :func:`~lung_nodule_mtl.io.ct.load_ct`.
         path: ``.nii.gz`` or ``.nii`` destination.
 
     Returns:
         ``path``. HU are stored as int16 when they are integers in its range, else as float32.
     """
     dest = Path(path)
-    array = np.asarray(volume.image[0].detach().cpu().numpy())
+    array = volume.array
     lo, hi = float(array.min()), float(array.max())
     integral = lo >= np.iinfo(np.int16).min and hi <= np.iinfo(np.int16).max
     for k in range(0, array.shape[2], 16):  # in slabs: no full-size temporary

@@ -1,6 +1,6 @@
 """Readers' LIDC-IDRI outlines on the CT grid: slice matching, polygon filling, clustering and consensus.
 
-Grid: the CT as :func:`lung_nodule_mtl.inference.io.load_ct` reads it, indexed ``(i, j, k)`` = (DICOM column,
+Grid: the CT as :func:`lung_nodule_mtl.io.ct.load_ct` reads it, indexed ``(i, j, k)`` = (DICOM column,
 row, slice in stored order). A LIDC outline point ``(xCoord, yCoord)`` is voxel ``(i, j) = (x, y)`` of its slice.
 
 * **Slice matching** (:class:`SliceLookup`): an ROI goes to the slice with its ``imageSOP_UID``; when the UID is

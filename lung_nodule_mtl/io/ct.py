@@ -1,4 +1,7 @@
-"""Whole-scan CT input for batch inference: find the cases under an input path, load each one in HU, write label maps.
+"""CT input and output below the training data and inference stages: find the cases under an input path, load each
+one in HU, write volumes on its grid. Torch-free: :mod:`lung_nodule_mtl.data`'s converters and
+:mod:`lung_nodule_mtl.inference` both read CT here (the volume becomes a MONAI ``MetaTensor`` only when asked for
+:attr:`CTVolume.image`).
 
 :func:`find_cases` turns the ``-i INPUT`` of ``lung-nodule-mtl predict`` into a sorted list of :class:`Case`:
 
@@ -16,13 +19,14 @@ folder whose study folders are UIDs). A patient with several series folders give
 for each. Two inputs with one id are an error.
 
 :func:`load_ct` reads one case (NIfTI with nibabel, DICOM series and MetaImage with SimpleITK) into a
-:class:`CTVolume`: a ``(1, H, W, D)`` float32 :class:`~monai.data.MetaTensor` in HU whose ``affine`` is the
-voxel-to-RAS-world affine, exactly what ``monai.transforms.LoadImage(image_only=True,
-ensure_channel_first=True)`` gives (nibabel's affine for NIfTI; ``diag(-1, -1, 1, 1) @`` the LPS affine for ITK
-images, as MONAI's ``ITKReader``), so the training transforms' conventions hold. Anything that makes a case
-unusable raises :class:`InputError` with a one-line reason; the batch reports it and goes on. A DICOM folder
-holding several series gives its largest (most files), with a warning; slice order is by position (GDCM), the
-rescale slope and intercept are applied, and uneven slice gaps or a gantry tilt are reported as warnings.
+:class:`CTVolume`: an ``(H, W, D)`` float32 array in HU with its voxel-to-RAS-world affine; its ``image`` is the
+``(1, H, W, D)`` :class:`~monai.data.MetaTensor` with that affine, exactly what
+``monai.transforms.LoadImage(image_only=True, ensure_channel_first=True)`` gives (nibabel's affine for NIfTI;
+``diag(-1, -1, 1, 1) @`` the LPS affine for ITK images, as MONAI's ``ITKReader``), so the training transforms'
+conventions hold. Anything that makes a case unusable raises :class:`InputError` with a one-line reason; the
+batch reports it and goes on. A DICOM folder holding several series gives its largest (most files), with a
+warning; slice order is by position (GDCM), the rescale slope and intercept are applied, and uneven slice gaps or
+a gantry tilt are reported as warnings.
 
 **The HU rule** (:func:`check_hounsfield`): CT of the chest in Hounsfield units holds air (-1000 HU, outside the
 body and in the airways) and lung (-900 to -500 HU), and soft tissue or bone (>= 0 HU). A volume is accepted as
@@ -46,6 +50,7 @@ for a NIfTI input, its sform and qform (matrices and codes), atomically.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import itertools
 import math
@@ -54,17 +59,18 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
-import torch
-from monai.data import MetaTensor
-from monai.utils import MetaKeys, SpaceKeys
 from numpy.typing import NDArray
 
 from lung_nodule_mtl.utils.io import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+    from monai.data import MetaTensor
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -88,6 +94,7 @@ __all__ = [
     "load_ct",
     "read_volume",
     "write_label_map",
+    "write_on_grid",
 ]
 
 CaseKind = Literal["nifti", "dicom", "metaimage"]
@@ -209,9 +216,8 @@ class CTVolume:
     """A loaded CT scan in HU on its own grid.
 
     Attributes:
-        image: ``(1, H, W, D)`` float32 ``MetaTensor`` in HU; its ``affine`` is the voxel-to-RAS-mm affine, as
-            ``monai.transforms.LoadImage`` gives it, and its meta carries ``filename_or_obj``.
-        affine: 4x4 float64 voxel-to-RAS-mm affine (the same as ``image.affine``): the grid outputs are written on.
+        array: ``(H, W, D)`` float32 array in HU, indexed as the affine says.
+        affine: 4x4 float64 voxel-to-RAS-mm affine: the grid outputs are written on.
         shape: ``(H, W, D)``, voxels.
         spacing_mm: voxel size along the three array axes, mm (the affine's column norms).
         case: the case it was loaded from.
@@ -223,7 +229,7 @@ class CTVolume:
             :func:`write_label_map`.
     """
 
-    image: MetaTensor
+    array: NDArray[np.float32]
     affine: NDArray[np.float64]
     shape: tuple[int, int, int]
     spacing_mm: tuple[float, float, float]
@@ -231,6 +237,29 @@ class CTVolume:
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     nifti: NiftiGeometry | None = None
+
+    @functools.cached_property
+    def image(self) -> MetaTensor:
+        """``(1, H, W, D)`` float32 ``MetaTensor`` in HU sharing :attr:`array`'s memory; its ``affine`` is
+        :attr:`affine` and its meta what ``monai.transforms.LoadImage(image_only=True, ensure_channel_first=True)``
+        gives (``original_affine``, ``spatial_shape``, ``space`` RAS, ``filename_or_obj``). Imports torch and MONAI
+        on first use.
+        """
+        import torch
+        from monai.data import MetaTensor
+        from monai.utils import MetaKeys, SpaceKeys
+
+        return MetaTensor(
+            torch.from_numpy(self.array)[None],
+            affine=torch.as_tensor(self.affine, dtype=torch.float64),
+            meta={
+                MetaKeys.ORIGINAL_AFFINE: self.affine.copy(),
+                MetaKeys.SPATIAL_SHAPE: np.asarray(self.shape),
+                MetaKeys.SPACE: SpaceKeys.RAS,
+                MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
+                "filename_or_obj": str(self.case.path),
+            },
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -927,22 +956,10 @@ def load_ct(case: Case) -> CTVolume:
     stats = check_hounsfield(case.path, loaded.array, loaded.original_dtype)
     shape = tuple(int(n) for n in loaded.array.shape)
     spacing = tuple(float(s) for s in np.linalg.norm(loaded.affine[:3, :3], axis=0))
-    affine_t = torch.as_tensor(loaded.affine, dtype=torch.float64)
-    image = MetaTensor(
-        torch.from_numpy(loaded.array)[None],
-        affine=affine_t,
-        meta={
-            MetaKeys.ORIGINAL_AFFINE: loaded.affine.copy(),
-            MetaKeys.SPATIAL_SHAPE: np.asarray(shape),
-            MetaKeys.SPACE: SpaceKeys.RAS,
-            MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
-            "filename_or_obj": str(case.path),
-        },
-    )
     meta = {"format": case.kind, "original_dtype": loaded.original_dtype, **loaded.meta}
     meta.update({k: stats[k] for k in ("hu_min", "hu_max", "hu_p0_5")})
     return CTVolume(
-        image=image,
+        array=loaded.array,
         affine=loaded.affine,
         shape=shape,  # type: ignore[arg-type]
         spacing_mm=spacing,  # type: ignore[arg-type]
@@ -980,7 +997,7 @@ def write_label_map(volume: CTVolume, labels: NDArray[Any] | torch.Tensor, path:
     dest = Path(path)
     if not dest.name.lower().endswith(NIFTI_SUFFIXES):
         raise ValueError(f"a label map is written as NIfTI: the path must end in .nii or .nii.gz, got {str(dest)!r}")
-    array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    array = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
     if tuple(array.shape) != tuple(volume.shape):
         raise ValueError(f"labels have shape {tuple(array.shape)}, the volume {tuple(volume.shape)}")
     if array.dtype.kind not in "biu":

@@ -4,25 +4,37 @@ The affine is the one of a NIfTI file as nibabel reads it, or ``MetaTensor.affin
 ``LoadImage``: it maps a voxel index ``(i, j, k)`` (0-based, voxel centres at integers) to a point
 ``(x, y, z)`` in millimetres in RAS world space. Rotated (oblique) and anisotropic affines are
 supported; the conversion is done in float64.
+
+Torch-free (the CT readers and the converters under :mod:`lung_nodule_mtl.data` use it without importing torch);
+a torch tensor in still gives a torch tensor out.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+import sys
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["voxel_to_world", "world_to_voxel"]
 
-PointsT = TypeVar("PointsT", np.ndarray, torch.Tensor)
+PointsT = TypeVar("PointsT", np.ndarray, "torch.Tensor")
+
+
+def _is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch (a tensor exists only once torch is imported)."""
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(x, torch_module.Tensor)
 
 
 def _as_affine(affine: ArrayLike | torch.Tensor) -> np.ndarray:
     """Return ``affine`` as a float64 ``(4, 4)`` numpy array, checking its shape and values."""
-    if isinstance(affine, torch.Tensor):
-        affine = affine.detach().cpu().numpy()
+    if _is_tensor(affine):
+        affine = affine.detach().cpu().numpy()  # type: ignore[union-attr]
     a = np.asarray(affine, dtype=np.float64)
     if a.shape != (4, 4):
         raise ValueError(f"affine must be a 4x4 matrix (voxel -> RAS mm), got shape {a.shape}.")
@@ -33,7 +45,10 @@ def _as_affine(affine: ArrayLike | torch.Tensor) -> np.ndarray:
 
 def _apply(matrix: np.ndarray, points: ArrayLike | torch.Tensor, name: str) -> np.ndarray | torch.Tensor:
     """Apply the 4x4 ``matrix`` to ``points`` ``(..., 3)``; numpy in → numpy out, torch in → torch out."""
-    if isinstance(points, torch.Tensor):
+    if _is_tensor(points):
+        import torch
+
+        assert isinstance(points, torch.Tensor)
         out = _apply(matrix, points.detach().cpu().double().numpy(), name)
         dtype = points.dtype if points.is_floating_point() else torch.float64
         return torch.as_tensor(out, dtype=dtype, device=points.device)
