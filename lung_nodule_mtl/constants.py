@@ -38,7 +38,12 @@ __all__ = [
     "IGNORE_INDEX",
     "Attribute",
     "DatalistSplit",
+    "GrowthBatchKeys",
+    "GrowthKeys",
+    "GrowthLossKeys",
+    "GrowthOutputKeys",
     "Keys",
+    "LossKeys",
     "MalignancyLabel",
     "OutputKeys",
     "lps_to_ras",
@@ -69,10 +74,10 @@ class Keys(StrEnum):
     MALIGNANCY_SCORE = "malignancy_score"
     """Malignancy rating 1-5 (LIDC scale); absent or ``null`` when unknown."""
     FOLD = "fold"
+    """Cross-validation fold of the item's patient (0-based)."""
     NODULE = "nodule"
     """Detection label of a training window: 1 a nodule at its centre, 0 none (a hard or random negative from a
     whole scan); absent or ``null`` when not known (a window with a nodule off-centre, a nodule-centred VOI crop)."""
-    """Cross-validation fold of the item's patient (0-based)."""
 
 
 class OutputKeys(StrEnum):
@@ -96,6 +101,138 @@ class OutputKeys(StrEnum):
     head; optional, not in the defaults)."""
     MASK_DEEP_SUPERVISION_PREFIX = "mask_ds"
     """Prefix of the deep-supervision mask logits ``mask_ds1``, ``mask_ds2``, ... (training mode only)."""
+
+
+class LossKeys(StrEnum):
+    """Keys of the dict a :class:`~lung_nodule_mtl.losses.MultiTaskLoss` returns."""
+
+    TOTAL = "loss"
+    """The weighted total to back-propagate (scalar)."""
+    SEGMENTATION = "segmentation"
+    """Dice + CE (or focal) on the mask, with deep supervision when the network returns it."""
+    MALIGNANCY = "malignancy"
+    """BCE with logits on the malignancy label."""
+    MALIGNANCY_SCORE = "malignancy_score"
+    """L1 on the 1-5 malignancy rating."""
+    ATTRIBUTES = "attributes"
+    """Mean cross-entropy over the attributes that have labels in the batch (each also as ``attributes/<name>``)."""
+    DIAMETER = "diameter_mm"
+    """L1 on the log diameter, when the network has a ``diameter_mm`` head."""
+    DETECTION = "nodule"
+    """BCE with logits of the detection head (a nodule at the window's centre or not), when the network has one."""
+    SIZE_PRIOR = "size_prior"
+    """Size prior (seed 2), only when ``size_prior_weight > 0``."""
+    SPATIAL_PRIOR = "spatial_prior"
+    """Spatial regularisation (seed 2), only when ``spatial_prior_weight > 0``."""
+
+
+# ----------------------------------------------------------------------------------------- nodule growth
+class GrowthKeys(StrEnum):
+    """Keys a ``growth`` datalist item adds to a ``crops`` item (which describes the baseline).
+
+    Written by the synthetic growth generator (:mod:`lung_nodule_mtl.data.synthetic.growth`) and the growth-pair
+    converter (:mod:`lung_nodule_mtl.data.growth_pairs`). The transforms rename the follow-up's two files in the
+    batch: see :class:`GrowthBatchKeys`.
+    """
+
+    BASELINE = "baseline"
+    """Baseline CT crop (HU), the same file as ``image``."""
+    BASELINE_MASK = "baseline_mask"
+    """Baseline nodule mask (0/1), the same file as ``label``."""
+    FOLLOWUP = "followup"
+    """Follow-up CT crop (HU) on the baseline's grid (up to the registration noise)."""
+    FOLLOWUP_MASK = "followup_mask"
+    """Follow-up nodule mask (0/1) on the baseline's grid."""
+    INTERVAL_DAYS = "interval_days"
+    """Days between the scans (integer)."""
+    VDT_DAYS = "vdt_days"
+    """Volume-doubling time (days): ``V1 = V0 * 2 ** (interval / vdt)``; negative when shrinking, null when stable."""
+    GROWTH_MODEL = "growth_model"
+    """One of ``GROWTH_MODELS``."""
+    BASELINE_VOLUME = "baseline_volume_mm3"
+    """Model volume of the nodule body at baseline (mm^3, ``pi / 6 * diameter_mm ** 3``)."""
+    FOLLOWUP_VOLUME = "followup_volume_mm3"
+    """Model volume of the nodule body at follow-up (mm^3)."""
+    BASELINE_MASK_VOLUME = "baseline_mask_volume_mm3"
+    """Volume (mm^3) of the baseline mask's voxels around the nodule."""
+    FOLLOWUP_MASK_VOLUME = "followup_mask_volume_mm3"
+    """Volume (mm^3) of the follow-up mask's voxels around the nodule."""
+    FOLLOWUP_DIAMETER = "followup_diameter_mm"
+    """Volume-equivalent diameter at follow-up (mm); ``diameter_mm`` is the baseline's."""
+    FOLLOWUP_NODULE_TYPE = "followup_nodule_type"
+    """Type at follow-up (a ground-glass nodule may have become part-solid); ``nodule_type`` is the baseline's."""
+    FOLLOWUP_CENTER_WORLD = "followup_center_world_mm"
+    """Where the nodule centre appears in the follow-up crop (RAS mm): ``c - R^T t``."""
+    REGISTRATION_TRANSLATION = "registration_translation_mm"
+    """``t`` of the registration noise (RAS mm)."""
+    REGISTRATION_ROTATION = "registration_rotation_deg"
+    """Angle of ``R`` of the registration noise (degrees)."""
+    SIZE_CAPPED = "size_capped"
+    """Whether the follow-up diameter was clipped to its bounds (``vdt_days`` is then the effective VDT)."""
+
+
+class GrowthBatchKeys(StrEnum):
+    """Keys of a growth training batch: the baseline under the usual ``image`` / ``label``, the follow-up apart.
+
+    These are the names :func:`~lung_nodule_mtl.transforms.get_growth_transforms` gives a ``growth`` datalist item
+    (:class:`GrowthKeys`): the baseline keeps ``image`` / ``label``, the follow-up's ``followup`` /
+    ``followup_mask`` become ``followup_image`` / ``followup_label``. They are renamed before loading because
+    MONAI's ``Spacingd`` takes every key that starts with ``"<key>_"`` for a meta dict of ``<key>``
+    (``followup_mask`` starts with ``followup_``, ``followup_mask_volume_mm3`` with ``followup_mask_``).
+    :class:`~lung_nodule_mtl.engines.GrowthPrepareBatch` puts ``label`` and the follow-up in the targets under
+    these names, the defaults of :class:`~lung_nodule_mtl.losses.GrowthLoss` (which takes other names as
+    arguments).
+    """
+
+    IMAGE = "image"
+    """Baseline crop ``(N, C, D, H, W)``, windowed (``Keys.IMAGE``)."""
+    LABEL = "label"
+    """Baseline mask ``(N, 1, D, H, W)`` of 0/1 (``Keys.LABEL``)."""
+    FOLLOWUP_IMAGE = "followup_image"
+    """Follow-up crop on the baseline crop's grid ``(N, C, D, H, W)``, same windows (the item's ``followup``)."""
+    FOLLOWUP_LABEL = "followup_label"
+    """Follow-up mask on the baseline crop's grid ``(N, 1, D, H, W)`` of 0/1 (the item's ``followup_mask``)."""
+    INTERVAL = "interval_days"
+    """Days from the baseline to the follow-up scan ``(N,)`` (``GrowthKeys.INTERVAL_DAYS``)."""
+
+
+class GrowthOutputKeys(StrEnum):
+    """Keys of the dict :class:`~lung_nodule_mtl.networks.NoduleGrowthNet` returns (shapes for a ``(N, C, D, H, W)``
+    input)."""
+
+    IMAGE = "image"
+    """Predicted follow-up crop ``(N, C, D, H, W)`` in the input's windowed units (``warped_image + residual``)."""
+    MASK = "mask"
+    """Follow-up mask logits ``(N, 1, D, H, W)``."""
+    DDF = "ddf"
+    """Dense displacement field ``(N, 3, D, H, W)`` in voxels, channel ``i`` along spatial axis ``i``."""
+    WARPED_IMAGE = "warped_image"
+    """Baseline crop warped by the DDF ``(N, C, D, H, W)``."""
+    WARPED_MASK = "warped_mask"
+    """Baseline mask (a probability in ``[0, 1]``) warped by the DDF ``(N, 1, D, H, W)``."""
+    RESIDUAL = "residual"
+    """Texture change added to the warped crop ``(N, C, D, H, W)`` (windowed units, already gated)."""
+    BASELINE_MASK = "baseline_mask"
+    """Baseline mask logits ``(N, 1, D, H, W)`` from the shape decoder (warped when no mask is given)."""
+
+
+class GrowthLossKeys(StrEnum):
+    """Keys of the dict a :class:`~lung_nodule_mtl.losses.GrowthLoss` returns."""
+
+    TOTAL = "loss"
+    """The weighted total to back-propagate (scalar)."""
+    IMAGE = "image"
+    """L1 + (1 − SSIM) of the predicted follow-up crop over the whole crop (also ``image/l1``, ``image/ssim``)."""
+    IMAGE_REGION = "image_region"
+    """L1 + (1 − SSIM) weighted by the dilated follow-up mask (also ``image_region/l1``, ``image_region/ssim``)."""
+    DICE = "dice"
+    """Dice loss of the follow-up mask logits against the follow-up label."""
+    SMOOTHNESS = "smoothness"
+    """Bending energy (or diffusion) of the displacement field in voxels."""
+    VOLUME = "volume"
+    """``|Σ sigmoid(mask) − Σ warped_mask| / (Σ warped_mask + eps)``: the mask volume change comes from the field."""
+    BASELINE_DICE = "baseline_dice"
+    """Dice loss of the baseline mask head against the baseline label, when the batch has one."""
 
 
 class Attribute(StrEnum):

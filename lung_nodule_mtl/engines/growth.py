@@ -2,7 +2,8 @@
 
 :class:`GrowthPrepareBatch` gives MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator`` the baseline crop as the
 input, the interval (and the baseline mask, for a network with ``use_mask_input``) as keyword arguments of the
-network, and the follow-up crop and masks as the targets of :class:`~lung_nodule_mtl.losses.GrowthLoss`.
+network, and the follow-up crop and masks as the targets of :class:`~lung_nodule_mtl.losses.GrowthLoss` (keys
+:class:`~lung_nodule_mtl.constants.GrowthBatchKeys`, the loss's defaults).
 :func:`evaluate_growth` scores a trained network on a datalist split beside the two baselines of
 :mod:`lung_nodule_mtl.metrics.growth` (no change; linear extrapolation of volume fitted on the training split).
 """
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lung_nodule_mtl.constants import Keys
+from lung_nodule_mtl.constants import GrowthBatchKeys, GrowthKeys, GrowthOutputKeys, Keys
 from lung_nodule_mtl.engines.prepare_batch import MultiTaskPrepareBatch
 from lung_nodule_mtl.metrics.growth import (
     fit_growth_rate,
@@ -28,16 +29,11 @@ from lung_nodule_mtl.metrics.growth import (
     summarise_growth,
     volume_extrapolation_prediction,
 )
-from lung_nodule_mtl.transforms.growth import FOLLOWUP_IMAGE_KEY, FOLLOWUP_LABEL_KEY
 from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, json_safe
 
 __all__ = ["GrowthPrepareBatch", "evaluate_growth", "followup_mask_output"]
 
 logger = logging.getLogger(__name__)
-
-INTERVAL_KEY = "interval_days"
-FOLLOWUP_KEY = FOLLOWUP_IMAGE_KEY
-FOLLOWUP_MASK_KEY = FOLLOWUP_LABEL_KEY
 
 
 class GrowthPrepareBatch(MultiTaskPrepareBatch):
@@ -52,10 +48,14 @@ class GrowthPrepareBatch(MultiTaskPrepareBatch):
     def __init__(
         self,
         mask_input: bool = False,
-        image_key: str = Keys.IMAGE,
-        mask_key: str = Keys.LABEL,
-        interval_key: str = INTERVAL_KEY,
-        target_keys: Sequence[str] = (Keys.LABEL.value, FOLLOWUP_KEY, FOLLOWUP_MASK_KEY),
+        image_key: str = GrowthBatchKeys.IMAGE,
+        mask_key: str = GrowthBatchKeys.LABEL,
+        interval_key: str = GrowthBatchKeys.INTERVAL,
+        target_keys: Sequence[str] = (
+            GrowthBatchKeys.LABEL.value,
+            GrowthBatchKeys.FOLLOWUP_IMAGE.value,
+            GrowthBatchKeys.FOLLOWUP_LABEL.value,
+        ),
     ) -> None:
         super().__init__(image_key=image_key, target_keys=target_keys)
         self.mask_input = bool(mask_input)
@@ -72,6 +72,7 @@ class GrowthPrepareBatch(MultiTaskPrepareBatch):
             raise KeyError(f"growth batch has no {self.interval_key!r} (keys: {sorted(map(str, batchdata))}).")
         image, targets = super().__call__(batchdata, device, non_blocking, **kwargs)
         interval = torch.as_tensor(batchdata[self.interval_key], dtype=torch.float32, device=image.device)
+        # keyword arguments of NoduleGrowthNet.forward(x, interval_days, mask)
         net_kwargs: dict[str, torch.Tensor] = {"interval_days": interval.reshape(-1)}
         if self.mask_input:
             net_kwargs["mask"] = batchdata[self.mask_key].to(device=device, non_blocking=non_blocking, **kwargs)
@@ -82,7 +83,7 @@ def followup_mask_output(output: Mapping[str, Any]) -> tuple[torch.Tensor, torch
     """``(predicted follow-up mask, true follow-up mask)`` as 0/1 batches, for MONAI's ``MeanDice`` handler
     (``output_transform``) on an evaluator with ``decollate=False``."""
     pred, label = output["pred"], output["label"]  # monai.utils.CommonKeys.PRED, .LABEL
-    return (pred["mask"] > 0).float(), (label[FOLLOWUP_MASK_KEY] > 0.5).float()
+    return (pred[GrowthOutputKeys.MASK.value] > 0).float(), (label[GrowthBatchKeys.FOLLOWUP_LABEL.value] > 0.5).float()
 
 
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
@@ -119,9 +120,9 @@ def evaluate_growth(
     prepare = prepare_batch or GrowthPrepareBatch()
     rate = fit_growth_rate(
         {
-            "baseline_volume_mm3": it["baseline_mask_volume_mm3"],
-            "followup_volume_mm3": it["followup_mask_volume_mm3"],
-            "interval_days": it[INTERVAL_KEY],
+            GrowthKeys.BASELINE_VOLUME.value: it[GrowthKeys.BASELINE_MASK_VOLUME.value],
+            GrowthKeys.FOLLOWUP_VOLUME.value: it[GrowthKeys.FOLLOWUP_MASK_VOLUME.value],
+            GrowthKeys.INTERVAL_DAYS.value: it[GrowthKeys.INTERVAL_DAYS.value],
         }
         for it in train_items
     )
@@ -130,19 +131,22 @@ def evaluate_growth(
     for batch in dataloader:
         x, targets, args, kwargs = prepare(batch, device)
         out = network(x, *args, **kwargs)
-        ids = batch.get("case_id", [str(i) for i in range(x.shape[0])])
+        ids = batch.get(Keys.CASE_ID.value, [str(i) for i in range(x.shape[0])])
         for i in range(x.shape[0]):
             interval = float(kwargs["interval_days"][i])
-            base_img, base_mask = _as_numpy(x[i]), _as_numpy(targets[Keys.LABEL.value][i, 0])
-            true_img, true_mask = _as_numpy(targets[FOLLOWUP_KEY][i]), _as_numpy(targets[FOLLOWUP_MASK_KEY][i, 0])
+            base_img, base_mask = _as_numpy(x[i]), _as_numpy(targets[GrowthBatchKeys.LABEL.value][i, 0])
+            true_img = _as_numpy(targets[GrowthBatchKeys.FOLLOWUP_IMAGE.value][i])
+            true_mask = _as_numpy(targets[GrowthBatchKeys.FOLLOWUP_LABEL.value][i, 0])
+            pred_img, pred_mask = out[GrowthOutputKeys.IMAGE.value][i], out[GrowthOutputKeys.MASK.value][i, 0]
             predictions = {
-                "model": (np.clip(_as_numpy(out["image"][i]), 0.0, 1.0), _as_numpy(out["mask"][i, 0]) > 0),
+                "model": (np.clip(_as_numpy(pred_img), 0.0, 1.0), _as_numpy(pred_mask) > 0),
                 "no_change": no_change_prediction(base_img, base_mask),
                 "volume_extrapolation": volume_extrapolation_prediction(base_img, base_mask, rate, interval),
             }
             for method, (img, mask) in predictions.items():
                 scores = growth_scores(img, mask, true_img, true_mask, base_mask, interval, spacing_mm)
-                rows.append({"case_id": str(ids[i]), "method": method, "interval_days": interval, **scores})
+                row = {Keys.CASE_ID.value: str(ids[i]), "method": method, GrowthKeys.INTERVAL_DAYS.value: interval}
+                rows.append({**row, **scores})
     methods = ("model", "no_change", "volume_extrapolation")
     metrics: dict[str, Any] = {
         "n_pairs": sum(r["method"] == "model" for r in rows),

@@ -1,11 +1,12 @@
 """Loss of the nodule growth network: follow-up image similarity, follow-up mask, field smoothness, volume.
 
 ``loss(pred, batch)`` pairs the output dict of :class:`~lung_nodule_mtl.networks.NoduleGrowthNet` (keys
-:class:`~lung_nodule_mtl.networks.GrowthOutputKeys`) with a batch holding the follow-up crop and mask (keys
-:class:`~lung_nodule_mtl.networks.GrowthBatchKeys`) and, like :class:`~lung_nodule_mtl.losses.MultiTaskLoss`,
-returns a dict of scalar tensors: the weighted total under :attr:`GrowthLossKeys.TOTAL` (``"loss"``, the one to
-back-propagate, e.g. through :class:`~lung_nodule_mtl.engines.loss.TotalLoss`) and every term, detached, for
-logging.
+:class:`~lung_nodule_mtl.constants.GrowthOutputKeys`) with a batch holding the follow-up crop and mask (keys
+:class:`~lung_nodule_mtl.constants.GrowthBatchKeys`, the names that
+:func:`~lung_nodule_mtl.transforms.get_growth_transforms` and :class:`~lung_nodule_mtl.engines.GrowthPrepareBatch`
+produce) and, like :class:`~lung_nodule_mtl.losses.MultiTaskLoss`, returns a dict of scalar tensors: the weighted
+total under :attr:`~lung_nodule_mtl.constants.GrowthLossKeys.TOTAL` (``"loss"``, the one to back-propagate, e.g.
+through :class:`~lung_nodule_mtl.engines.loss.TotalLoss`) and every term, detached, for logging.
 
 References:
     MT-NoGNet (``docs/SEEDS.md``, system 4): follow-up image (PSNR, SSIM) and follow-up mask (Dice).
@@ -27,29 +28,9 @@ from monai.losses import BendingEnergyLoss, DiceLoss, DiffusionLoss
 from monai.metrics.regression import compute_ssim_and_cs
 from torch import nn
 
-from lung_nodule_mtl.constants import StrEnum
-from lung_nodule_mtl.networks.growth import GrowthBatchKeys, GrowthOutputKeys
+from lung_nodule_mtl.constants import GrowthBatchKeys, GrowthLossKeys, GrowthOutputKeys
 
 __all__ = ["DEFAULT_GROWTH_WEIGHTS", "GROWTH_TERMS", "GrowthLoss", "GrowthLossKeys"]
-
-
-class GrowthLossKeys(StrEnum):
-    """Keys of the dict a :class:`GrowthLoss` returns."""
-
-    TOTAL = "loss"
-    """The weighted total to back-propagate (scalar)."""
-    IMAGE = "image"
-    """L1 + (1 − SSIM) of the predicted follow-up crop over the whole crop (also ``image/l1``, ``image/ssim``)."""
-    IMAGE_REGION = "image_region"
-    """L1 + (1 − SSIM) weighted by the dilated follow-up mask (also ``image_region/l1``, ``image_region/ssim``)."""
-    DICE = "dice"
-    """Dice loss of the follow-up mask logits against the follow-up label."""
-    SMOOTHNESS = "smoothness"
-    """Bending energy (or diffusion) of the displacement field in voxels."""
-    VOLUME = "volume"
-    """``|Σ sigmoid(mask) − Σ warped_mask| / (Σ warped_mask + eps)``: the mask volume change comes from the field."""
-    BASELINE_DICE = "baseline_dice"
-    """Dice loss of the baseline mask head against the baseline label, when the batch has one."""
 
 
 GROWTH_TERMS: tuple[str, ...] = tuple(str(k) for k in GrowthLossKeys if k != GrowthLossKeys.TOTAL)
@@ -85,12 +66,12 @@ def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 class GrowthLoss(nn.Module):
     """Loss of :class:`~lung_nodule_mtl.networks.NoduleGrowthNet` (seed 4, MT-NoGNet).
 
-    Terms (each a scalar; see :class:`GrowthLossKeys`):
+    Terms (each a scalar; see :class:`~lung_nodule_mtl.constants.GrowthLossKeys`):
 
-    * ``image``: ``L1 + (1 − SSIM)`` of ``pred["image"]`` against ``batch["followup"]`` over the whole crop
+    * ``image``: ``L1 + (1 − SSIM)`` of ``pred["image"]`` against ``batch["followup_image"]`` over the whole crop
       (SSIM: Gaussian window, MONAI's :func:`~monai.metrics.regression.compute_ssim_and_cs`, the computation of
       :class:`~monai.losses.SSIMLoss`, averaged over the valid positions and the channels).
-    * ``image_region``: the same, weighted by the nodule region: ``batch["followup_mask"]`` dilated by
+    * ``image_region``: the same, weighted by the nodule region: ``batch["followup_label"]`` dilated by
       ``region_margin`` voxels (max-pooling). The SSIM map (valid convolution) is weighted by the region cropped by
       half a window on each side. Samples without foreground (or with a negative, ignored, label) are left out.
     * ``dice``: MONAI :class:`~monai.losses.DiceLoss` (sigmoid) of ``pred["mask"]`` against the follow-up label,
@@ -103,8 +84,11 @@ class GrowthLoss(nn.Module):
       are present.
 
     A term whose label is absent from the batch (or whose output is absent from ``pred``) contributes exactly zero
-    and is left out of the returned dict; ``batch["followup"]`` is required. Batch key names are arguments (defaults
-    :class:`~lung_nodule_mtl.networks.GrowthBatchKeys`, the names of a ``growth`` datalist).
+    and is left out of the returned dict; ``batch["followup_image"]`` is required. Batch key names are arguments
+    (defaults :class:`~lung_nodule_mtl.constants.GrowthBatchKeys`, the names of a batch of
+    :func:`~lung_nodule_mtl.transforms.get_growth_transforms` and the targets of
+    :class:`~lung_nodule_mtl.engines.GrowthPrepareBatch`; the datalist item's ``followup`` / ``followup_mask``
+    are renamed by the transforms).
 
     Args:
         weights: ``{term: weight}`` overriding :data:`DEFAULT_GROWTH_WEIGHTS` (keys among :data:`GROWTH_TERMS`).
@@ -314,8 +298,9 @@ class GrowthLoss(nn.Module):
 
         Args:
             pred: output of :class:`~lung_nodule_mtl.networks.NoduleGrowthNet`.
-            batch: ``followup`` ``(N, C, D, H, W)`` (required), ``followup_mask`` ``(N, 1, D, H, W)`` of 0/1
-                (negative: no label for that sample), optionally the baseline ``label``.
+            batch: ``followup_image`` ``(N, C, D, H, W)`` (required), ``followup_label`` ``(N, 1, D, H, W)`` of
+                0/1 (negative: no label for that sample), optionally the baseline ``label`` (names: the key
+                arguments).
 
         Returns:
             ``{"loss": total, <term>: value, "<term>/l1": …, "<term>/ssim": …}``, scalars; only ``"loss"`` carries the

@@ -2,7 +2,8 @@
 
 ``loss(pred, batch)`` pairs ``pred[name]`` (the network's dict, see :class:`~lung_nodule_mtl.networks.LNMSNet`) with
 ``batch[name]`` (labels encoded as in :mod:`lung_nodule_mtl.constants`) and returns a dict of tensors: the total
-under :attr:`LossKeys.TOTAL` (``"loss"``, the one to back-propagate) and every component, for logging.
+under :attr:`~lung_nodule_mtl.constants.LossKeys.TOTAL` (``"loss"``, the one to back-propagate) and every component,
+for logging.
 
 Two task-weighting strategies share one interface and are chosen by ``_target_`` in a bundle config:
 
@@ -42,37 +43,13 @@ from lung_nodule_mtl.constants import (
     ATTRIBUTE_NAMES,
     IGNORE_INDEX,
     Keys,
+    LossKeys,
     OutputKeys,
-    StrEnum,  # enum.StrEnum, backported for Python 3.10
 )
 
 __all__ = ["TASKS", "LossKeys", "MultiTaskLoss", "UncertaintyWeightedLoss"]
 
 _DS_PREFIX = f"{OutputKeys.MASK}_ds"  # LNMSNet's deep-supervision keys: mask_ds1, mask_ds2, ...
-
-
-class LossKeys(StrEnum):
-    """Keys of the dict a :class:`MultiTaskLoss` returns."""
-
-    TOTAL = "loss"
-    """The weighted total to back-propagate (scalar)."""
-    SEGMENTATION = "segmentation"
-    """Dice + CE (or focal) on the mask, with deep supervision when the network returns it."""
-    MALIGNANCY = "malignancy"
-    """BCE with logits on the malignancy label."""
-    MALIGNANCY_SCORE = "malignancy_score"
-    """L1 on the 1-5 malignancy rating."""
-    ATTRIBUTES = "attributes"
-    """Mean cross-entropy over the attributes that have labels in the batch (each also as ``attributes/<name>``)."""
-    DIAMETER = "diameter_mm"
-    """L1 on the log diameter, when the network has a ``diameter_mm`` head."""
-    DETECTION = "nodule"
-    """BCE with logits of the detection head (a nodule at the window's centre or not), when the network has one."""
-    SIZE_PRIOR = "size_prior"
-    """Size prior (seed 2), only when ``size_prior_weight > 0``."""
-    SPATIAL_PRIOR = "spatial_prior"
-    """Spatial regularisation (seed 2), only when ``spatial_prior_weight > 0``."""
-
 
 TASKS: tuple[str, ...] = (
     str(LossKeys.SEGMENTATION),

@@ -31,7 +31,7 @@ from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
-from lung_nodule_mtl.constants import StrEnum
+from lung_nodule_mtl.constants import GrowthBatchKeys, GrowthOutputKeys  # re-exported here
 from lung_nodule_mtl.networks.blocks import ActSpec, ConvNormAct, DecoderStage, MSConv
 from lung_nodule_mtl.networks.lnmsnet import ResNetEncoder, _is_int, check_encoder_arguments
 from lung_nodule_mtl.networks.transfer import LoadReport, load_partial_state
@@ -52,45 +52,6 @@ _FIELDS = ("svf", "ddf")
 ENCODER_PREFIXES: tuple[str, ...] = ("encoder.", "bottleneck_ms.")
 """State-dict prefixes of the shared encoder; identical in :class:`~lung_nodule_mtl.networks.LNMSNet`."""
 _STEM_KEY = "encoder.conv1.weight"
-
-
-class GrowthOutputKeys(StrEnum):
-    """Keys of the dict :class:`NoduleGrowthNet` returns (shapes for a ``(N, C, D, H, W)`` input)."""
-
-    IMAGE = "image"
-    """Predicted follow-up crop ``(N, C, D, H, W)`` in the input's windowed units (``warped_image + residual``)."""
-    MASK = "mask"
-    """Follow-up mask logits ``(N, 1, D, H, W)``."""
-    DDF = "ddf"
-    """Dense displacement field ``(N, 3, D, H, W)`` in voxels, channel ``i`` along spatial axis ``i``."""
-    WARPED_IMAGE = "warped_image"
-    """Baseline crop warped by the DDF ``(N, C, D, H, W)``."""
-    WARPED_MASK = "warped_mask"
-    """Baseline mask (a probability in ``[0, 1]``) warped by the DDF ``(N, 1, D, H, W)``."""
-    RESIDUAL = "residual"
-    """Texture change added to the warped crop ``(N, C, D, H, W)`` (windowed units, already gated)."""
-    BASELINE_MASK = "baseline_mask"
-    """Baseline mask logits ``(N, 1, D, H, W)`` from the shape decoder (warped when no mask is given)."""
-
-
-class GrowthBatchKeys(StrEnum):
-    """Keys of a growth training batch: the baseline under the usual ``image`` / ``label``, the follow-up apart.
-
-    The names are those of a ``growth`` datalist item (:class:`lung_nodule_mtl.data.synthetic.growth.GrowthKeys`),
-    which MONAI dictionary transforms carry into the batch; :class:`~lung_nodule_mtl.losses.GrowthLoss` takes other
-    names as arguments.
-    """
-
-    IMAGE = "image"
-    """Baseline crop ``(N, C, D, H, W)``, windowed (``Keys.IMAGE``)."""
-    LABEL = "label"
-    """Baseline mask ``(N, 1, D, H, W)`` of 0/1 (``Keys.LABEL``)."""
-    FOLLOWUP_IMAGE = "followup"
-    """Follow-up crop on the baseline crop's grid ``(N, C, D, H, W)``, same windows."""
-    FOLLOWUP_LABEL = "followup_mask"
-    """Follow-up mask on the baseline crop's grid ``(N, 1, D, H, W)`` of 0/1."""
-    INTERVAL = "interval_days"
-    """Days from the baseline to the follow-up scan ``(N,)``."""
 
 
 def _bad(name: str, expected: str, got: object) -> ValueError:
@@ -296,10 +257,11 @@ class NoduleGrowthNet(nn.Module):
     crop's axes) **in voxels**. A constant ``ddf = +d`` along axis ``i`` therefore moves the content by ``-d`` voxels
     along that axis. Multiply by the voxel size for mm.
 
-    ``forward(x, interval_days, mask=None)`` returns a dict keyed by :class:`GrowthOutputKeys`: ``image``
-    ``(N, C, ...)`` (not clamped to ``[0, 1]``), ``mask`` logits ``(N, 1, ...)``, ``ddf`` ``(N, 3, ...)``,
-    ``warped_image`` ``(N, C, ...)``, ``warped_mask`` ``(N, 1, ...)`` in ``[0, 1]``, ``residual`` ``(N, C, ...)`` and
-    ``baseline_mask`` logits ``(N, 1, ...)``, all at the input's spatial size.
+    ``forward(x, interval_days, mask=None)`` returns a dict keyed by
+    :class:`~lung_nodule_mtl.constants.GrowthOutputKeys`: ``image`` ``(N, C, ...)`` (not clamped to ``[0, 1]``),
+    ``mask`` logits ``(N, 1, ...)``, ``ddf`` ``(N, 3, ...)``, ``warped_image`` ``(N, C, ...)``, ``warped_mask``
+    ``(N, 1, ...)`` in ``[0, 1]``, ``residual`` ``(N, C, ...)`` and ``baseline_mask`` logits ``(N, 1, ...)``, all at
+    the input's spatial size.
 
     Export: ``torch.export.export(net, (x, interval_days, mask))`` works (for the traced shapes) and matches eager
     mode; ``torch.jit.script`` does not (MONAI's ``Warp`` is not scriptable).
@@ -566,7 +528,7 @@ class NoduleGrowthNet(nn.Module):
                 shape decoder's own baseline mask (``sigmoid(baseline_mask)``) is warped.
 
         Returns:
-            dict keyed by :class:`GrowthOutputKeys` (see the class docstring).
+            dict keyed by :class:`~lung_nodule_mtl.constants.GrowthOutputKeys` (see the class docstring).
 
         Raises:
             ValueError: for inputs of the wrong shape, a missing mask, or a negative / non-finite interval.

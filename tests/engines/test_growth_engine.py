@@ -13,6 +13,7 @@ from monai.data import DataLoader, Dataset
 from lung_nodule_mtl.data import read_splits
 from lung_nodule_mtl.data.synthetic import synthesize_dataset
 from lung_nodule_mtl.engines import GrowthPrepareBatch, evaluate_growth, followup_mask_output
+from lung_nodule_mtl.losses import GROWTH_TERMS, GrowthLoss
 from lung_nodule_mtl.networks import NoduleGrowthNet
 from lung_nodule_mtl.transforms import get_growth_transforms
 
@@ -77,6 +78,18 @@ def _network() -> NoduleGrowthNet:
     return NoduleGrowthNet(in_channels=3, init_filters=4, use_mask_input=True)
 
 
+def test_default_loss_takes_the_prepared_batch(growth_data) -> None:
+    """GrowthLoss() with no key arguments reads the batch the transforms and GrowthPrepareBatch give (as the bundle's
+    train_growth.yaml uses it): every term finds its label and is finite."""
+    batch = next(
+        iter(DataLoader(Dataset(growth_data["training"][:2], get_growth_transforms(ROI, train=False)), batch_size=2))
+    )
+    x, targets, args, kwargs = GrowthPrepareBatch(mask_input=True)(batch, "cpu")
+    losses = GrowthLoss()(_network()(x, *args, **kwargs), targets)
+    assert set(GROWTH_TERMS) <= set(losses)
+    assert all(bool(torch.isfinite(v)) for v in losses.values())
+
+
 def test_untrained_network_is_the_no_change_baseline(growth_data, tmp_path) -> None:
     loader = DataLoader(Dataset(growth_data["validation"], get_growth_transforms(ROI, train=False)), batch_size=2)
     metrics = evaluate_growth(
@@ -93,11 +106,9 @@ def test_untrained_network_is_the_no_change_baseline(growth_data, tmp_path) -> N
 
 @pytest.mark.slow
 def test_short_training_beats_no_change_on_the_grown_masks(growth_data, tmp_path) -> None:
-    from lung_nodule_mtl.losses import GrowthLoss
-
     torch.manual_seed(0)
     net = _network()
-    loss_fn = GrowthLoss(followup_image_key="followup_image", followup_label_key="followup_label")
+    loss_fn = GrowthLoss()
     prepare = GrowthPrepareBatch(mask_input=True)
     train = DataLoader(
         Dataset(growth_data["training"], get_growth_transforms(ROI, train=True)), batch_size=4, shuffle=True

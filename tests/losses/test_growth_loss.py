@@ -202,9 +202,30 @@ def test_ill_arg(kwargs: dict, name: str) -> None:
 
 def test_ill_input() -> None:
     pred, batch = _perfect()
-    with pytest.raises(ValueError, match="'followup'"):
+    with pytest.raises(ValueError, match="'followup_image'"):
         GrowthLoss()(pred, {k: v for k, v in batch.items() if k != B.FOLLOWUP_IMAGE})
-    with pytest.raises(ValueError, match="followup_mask"):
+    with pytest.raises(ValueError, match="followup_label"):
         GrowthLoss()(pred, {**batch, str(B.FOLLOWUP_LABEL): batch[str(B.FOLLOWUP_LABEL)][:, :, :10]})
     with pytest.raises(ValueError, match="ssim_win_size"):
         GrowthLoss(ssim_win_size=31)(pred, batch)
+
+
+def test_key_names_live_in_constants() -> None:
+    """The key enums are those of ``constants`` (the old import paths re-export them); the loss reads by default the
+    batch names the transforms give the datalist's follow-up, which keeps its own names."""
+    import lung_nodule_mtl.constants as C
+    from lung_nodule_mtl.data.synthetic.growth import GrowthKeys
+    from lung_nodule_mtl.losses.multitask import LossKeys
+    from lung_nodule_mtl.transforms.growth import FOLLOWUP_IMAGE_KEY, FOLLOWUP_LABEL_KEY
+
+    assert (K, B, L, GrowthKeys, LossKeys) == (
+        C.GrowthOutputKeys,
+        C.GrowthBatchKeys,
+        C.GrowthLossKeys,
+        C.GrowthKeys,
+        C.LossKeys,
+    )
+    assert (GrowthKeys.FOLLOWUP, GrowthKeys.FOLLOWUP_MASK) == ("followup", "followup_mask")  # datalists on disk
+    assert (B.FOLLOWUP_IMAGE, B.FOLLOWUP_LABEL) == (FOLLOWUP_IMAGE_KEY, FOLLOWUP_LABEL_KEY)
+    loss = GrowthLoss()
+    assert (loss.followup_image_key, loss.followup_label_key) == ("followup_image", "followup_label")

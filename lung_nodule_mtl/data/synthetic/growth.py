@@ -96,8 +96,8 @@ Outputs of :func:`synthesize_dataset` with ``mode="growth"``
     and ``labels/<case>_t1.nii.gz`` (uint8 0/1, the same affine), ``<case>`` = ``SYN-0001_1``; a
     ``datalist.json`` with one item per pair, split by patient like the other modes (``image`` /
     ``label`` are the baseline's, so an item is also a valid ``crops`` item), with the keys of
-    :class:`GrowthKeys` (all paths relative to the datalist; ``vdt_days`` negative for shrinking,
-    ``null`` for stable nodules; volumes in mm^3: ``*_volume_mm3`` the model's, ``*_mask_volume_mm3``
+    :class:`~lung_nodule_mtl.constants.GrowthKeys` (all paths relative to the datalist; ``vdt_days`` negative for
+    shrinking, ``null`` for stable nodules; volumes in mm^3: ``*_volume_mm3`` the model's, ``*_mask_volume_mm3``
     the label's voxels around the nodule, which differ from the model by voxelisation and where the
     pleura cuts a juxta-pleural nodule); and ``growth.csv``, one row per pair (:data:`GROWTH_COLUMNS`).
 """
@@ -114,7 +114,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from lung_nodule_mtl.constants import DatalistSplit, Keys, StrEnum
+from lung_nodule_mtl.constants import DatalistSplit, GrowthKeys, Keys
 from lung_nodule_mtl.data.synthetic import config as C
 from lung_nodule_mtl.data.synthetic.anatomy import Patient, draw_patient
 from lung_nodule_mtl.data.synthetic.config import GROWTH_MODELS, SynthConfig, make_config
@@ -157,46 +157,6 @@ BASELINE_SUFFIX, FOLLOWUP_SUFFIX = "_t0", "_t1"
 """File stems of a pair: ``<case>_t0`` (baseline) and ``<case>_t1`` (follow-up)."""
 RESAMPLE_PAD_VOXELS = 3
 """The follow-up is rendered on the crop grid padded by the registration's reach plus this many voxels."""
-
-
-class GrowthKeys(StrEnum):
-    """Keys a ``growth`` datalist item adds to a ``crops`` item (which describes the baseline)."""
-
-    BASELINE = "baseline"
-    """Baseline CT crop (HU), the same file as ``image``."""
-    BASELINE_MASK = "baseline_mask"
-    """Baseline nodule mask (0/1), the same file as ``label``."""
-    FOLLOWUP = "followup"
-    """Follow-up CT crop (HU) on the baseline's grid (up to the registration noise)."""
-    FOLLOWUP_MASK = "followup_mask"
-    """Follow-up nodule mask (0/1) on the baseline's grid."""
-    INTERVAL_DAYS = "interval_days"
-    """Days between the scans (integer)."""
-    VDT_DAYS = "vdt_days"
-    """Volume-doubling time (days): ``V1 = V0 * 2 ** (interval / vdt)``; negative when shrinking, null when stable."""
-    GROWTH_MODEL = "growth_model"
-    """One of ``GROWTH_MODELS``."""
-    BASELINE_VOLUME = "baseline_volume_mm3"
-    """Model volume of the nodule body at baseline (mm^3, ``pi / 6 * diameter_mm ** 3``)."""
-    FOLLOWUP_VOLUME = "followup_volume_mm3"
-    """Model volume of the nodule body at follow-up (mm^3)."""
-    BASELINE_MASK_VOLUME = "baseline_mask_volume_mm3"
-    """Volume (mm^3) of the baseline mask's voxels around the nodule."""
-    FOLLOWUP_MASK_VOLUME = "followup_mask_volume_mm3"
-    """Volume (mm^3) of the follow-up mask's voxels around the nodule."""
-    FOLLOWUP_DIAMETER = "followup_diameter_mm"
-    """Volume-equivalent diameter at follow-up (mm); ``diameter_mm`` is the baseline's."""
-    FOLLOWUP_NODULE_TYPE = "followup_nodule_type"
-    """Type at follow-up (a ground-glass nodule may have become part-solid); ``nodule_type`` is the baseline's."""
-    FOLLOWUP_CENTER_WORLD = "followup_center_world_mm"
-    """Where the nodule centre appears in the follow-up crop (RAS mm): ``c - R^T t``."""
-    REGISTRATION_TRANSLATION = "registration_translation_mm"
-    """``t`` of the registration noise (RAS mm)."""
-    REGISTRATION_ROTATION = "registration_rotation_deg"
-    """Angle of ``R`` of the registration noise (degrees)."""
-    SIZE_CAPPED = "size_capped"
-    """Whether the follow-up diameter was clipped to its bounds (``vdt_days`` is then the effective VDT)."""
-
 
 GROWTH_COLUMNS = (
     "case_id",
@@ -778,7 +738,8 @@ def _paths(pair: GrowthPair) -> dict[str, str]:
 
 
 def pair_item(pair: GrowthPair) -> dict[str, Any]:
-    """The datalist item of a pair: the baseline's ``crops`` item plus the :class:`GrowthKeys` (paths relative)."""
+    """The datalist item of a pair: the baseline's ``crops`` item plus the
+    :class:`~lung_nodule_mtl.constants.GrowthKeys` (paths relative)."""
     base = volume_items(pair.baseline, pair.patient_id, "crops")[0]
     n0, n1, growth, reg = pair.baseline_nodule, pair.followup_nodule, pair.growth, pair.registration
     reach = float(np.linalg.norm(reg.translation_mm)) + 2.0 * max(pair.baseline.spacing)
