@@ -111,11 +111,11 @@ import SimpleITK as sitk
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from lung_nodule_mtl.constants import AIR_HU, DatalistSplit, Keys, lps_to_ras
+from lung_nodule_mtl.constants import AIR_HU, DEFAULT_WINDOWS, DatalistSplit, Keys, lps_to_ras
 from lung_nodule_mtl.data.datalist import build_datalist_or_fewer_folds, write_datalist
 from lung_nodule_mtl.data.synthetic.growth import BASELINE_SUFFIX, FOLLOWUP_SUFFIX, GrowthKeys
-from lung_nodule_mtl.io import CTVolume, InputError, find_cases, load_ct, read_volume
-from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe, read_json_or_none
+from lung_nodule_mtl.io import CTVolume, InputError, equivalent_diameter_mm, find_cases, load_ct, read_volume
+from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe, nifti_image, read_json_or_none
 
 __all__ = [
     "CENTRE_SEARCH_MM",
@@ -235,7 +235,7 @@ class RegistrationSettings:
         threads: ITK threads (``None``: ITK's default, all cores); the result depends on it only at round-off.
     """
 
-    window_hu: tuple[float, float] = (-1000.0, 400.0)
+    window_hu: tuple[float, float] = DEFAULT_WINDOWS["lung"]
     histogram_bins: int = 32
     shrink_factors: tuple[int, ...] = (4, 2, 1)
     smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
@@ -882,7 +882,7 @@ def _volume_mm3(mask: NDArray[Any], grid: _Grid) -> float:
 
 
 def _diameter(volume_mm3: float) -> float | None:
-    return round((6.0 * volume_mm3 / math.pi) ** (1.0 / 3.0), 3) if volume_mm3 > 0 else None
+    return round(equivalent_diameter_mm(volume_mm3), 3) if volume_mm3 > 0 else None
 
 
 def _touches_edge(mask: NDArray[Any]) -> bool:
@@ -1026,22 +1026,13 @@ def _process(
     return _PairResult(grid, arrays, item, summary, warnings)
 
 
-def _nifti(array: NDArray[Any], affine: NDArray[np.float64]) -> nib.Nifti1Image:
-    img = nib.Nifti1Image(array, affine)
-    img.set_data_dtype(array.dtype)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    return img
-
-
 def _write(out: Path, result: _PairResult, record: dict[str, Any], record_path: Path) -> None:
     """The four files and the record, each under a temporary name, renamed only when all are written (record last)."""
     record_path.unlink(missing_ok=True)  # an interrupted rewrite must not look complete
     with contextlib.ExitStack() as stack:
         record_tmp = stack.enter_context(atomic_path(record_path))
         for rel, array in result.arrays.items():
-            nib.save(_nifti(array, result.grid.affine), stack.enter_context(atomic_path(out / rel)))
+            nib.save(nifti_image(array, result.grid.affine), stack.enter_context(atomic_path(out / rel)))
         with open(record_tmp, "w", encoding="utf-8") as f:
             json.dump(json_safe(record), f, indent=2)
             f.write("\n")

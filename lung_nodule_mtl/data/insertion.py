@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_NAMES, Keys
-from lung_nodule_mtl.io import find_cases, load_ct
+from lung_nodule_mtl.io import equivalent_diameter_mm, find_cases, load_ct
 
 __all__ = [
     "BANK_LABEL_KEYS",
@@ -421,7 +421,7 @@ def insert_nodules(
             {
                 **nodule.info,
                 str(Keys.CENTER_WORLD): [round(float(v), 4) for v in world_com],
-                str(Keys.DIAMETER): round(float(np.cbrt(6.0 * volume / math.pi)), 3),
+                str(Keys.DIAMETER): round(equivalent_diameter_mm(volume), 3),
                 "source_diameter_mm": nodule.info.get(str(Keys.DIAMETER)),
                 "placement": "juxta_dense" if kind == "dense" else "solitary",
                 "label_value": k,

@@ -69,7 +69,7 @@ from numpy.typing import ArrayLike, NDArray
 from lung_nodule_mtl.constants import DatalistSplit, Keys, ras_to_lps
 from lung_nodule_mtl.data.datalist import patient_folds, validate_item, write_datalist
 from lung_nodule_mtl.data.nodule_table import NoduleRecord, read_nodule_table
-from lung_nodule_mtl.io import Case, InputError, load_ct, world_to_voxel
+from lung_nodule_mtl.io import Case, InputError, ct_storage_dtype, load_ct, world_to_voxel, write_on_grid
 from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, atomic_write_nifti, json_safe
 
 __all__ = [
@@ -345,15 +345,6 @@ def _remove_outputs(paths: dict[str, Path]) -> None:
         paths[key].unlink(missing_ok=True)
 
 
-def _storage_dtype(original_dtype: str, lo: float, hi: float) -> type[np.generic]:
-    """int16 for integer sources within its range (LUNA16's ``MET_SHORT``), int32 beyond, float32 for floats."""
-    if "integer" in original_dtype.lower():
-        if lo >= np.iinfo(np.int16).min and hi <= np.iinfo(np.int16).max:
-            return np.int16
-        return np.int32
-    return np.float32
-
-
 def _fmt(values: Iterable[float], digits: int = 2) -> str:
     return "(" + ", ".join(f"{float(v):.{digits}f}" for v in values) + ")"
 
@@ -395,8 +386,8 @@ def _convert(job: _Job) -> _Outcome:
         if problems:
             more = f" (and {len(problems) - 1} more problem(s) in this scan)" if len(problems) > 1 else ""
             raise _ScanError(problems[0] + more)
-        dtype = _storage_dtype(str(volume.meta["original_dtype"]), volume.meta["hu_min"], volume.meta["hu_max"])
-        atomic_write_nifti(volume.array, affine, paths["image"], dtype=dtype)
+        dtype = ct_storage_dtype(volume.array)
+        write_on_grid(volume, volume.array, paths["image"], dtype)
         wrote_label = bool(job.labels and job.nodules)
         if wrote_label:
             diameters = [r.diameter_mm for r in job.nodules if r.diameter_mm is not None]  # all, checked above

@@ -31,6 +31,7 @@ from monai.transforms import MapTransform
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, IGNORE_INDEX, Keys, OutputKeys, malignancy_label_from_score
 from lung_nodule_mtl.engines.metrics import mask_probability
+from lung_nodule_mtl.io.geometry import equivalent_diameter_mm
 from lung_nodule_mtl.metrics import attribute_accuracy, malignancy_report, segmentation_scores
 from lung_nodule_mtl.metrics.calibration import write_reliability_diagram
 from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, atomic_write_nifti, json_safe
@@ -135,8 +136,6 @@ class NoduleEvaluationWriter:
         self.rows = []
 
     def _collect(self, engine: Engine) -> None:
-        from lung_nodule_mtl.data.lidc_idri.masks import equivalent_diameter_mm  # the one definition of it
-
         output = engine.state.output
         samples = output if isinstance(output, list) else decollate_batch(output)
         case_ids = _batch_values(engine.state.batch, Keys.CASE_ID, len(samples))
@@ -152,7 +151,7 @@ class NoduleEvaluationWriter:
                     row.update(segmentation_scores(mask, target[Keys.LABEL], spacing=self.spacing_mm))
             row["diameter_mm"] = _scalar(target.get(Keys.DIAMETER))
             # the size predict reports: the equivalent diameter of the predicted mask
-            row["pred_diameter_mm"] = round(equivalent_diameter_mm(1, pred_volume), 3) if pred_volume else None
+            row["pred_diameter_mm"] = round(equivalent_diameter_mm(pred_volume), 3) if pred_volume else None
             heads = head_predictions(pred)
             if self.fusion is not None and "malignancy_prob" in heads:
                 heads["malignancy_prob_network"] = heads["malignancy_prob"]

@@ -33,7 +33,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,9 +48,10 @@ from scipy import ndimage
 from torch import nn
 
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
+from lung_nodule_mtl.engines.inferer import cpu_bf16_native
 from lung_nodule_mtl.engines.report import head_predictions
 from lung_nodule_mtl.inference.fusion import MalignancyFusion
-from lung_nodule_mtl.io.geometry import voxel_to_world, world_to_voxel
+from lung_nodule_mtl.io.geometry import equivalent_diameter_mm, voxel_to_world, world_to_voxel
 from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
 from lung_nodule_mtl.transforms.chains import AXIS_LABELS, DEFAULT_SPACING_MM, ORIENTATION
 from lung_nodule_mtl.transforms.crop import NoduleCentredCrop, nodule_roi
@@ -95,7 +95,7 @@ def autocast_dtype(device: torch.device, amp: bool | None = None) -> torch.dtype
         return None
     if device.type == "cuda":
         return torch.float16
-    if device.type == "cpu" and (amp or torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+    if device.type == "cpu" and (amp or cpu_bf16_native()):
         return torch.bfloat16
     return None
 
@@ -426,7 +426,7 @@ class ScanPredictor:
             if box is None:
                 continue
             inside = comp[box] == i + 1
-            diameter = float(np.cbrt(6.0 * float(inside.sum()) * voxel_mm3 / math.pi))
+            diameter = equivalent_diameter_mm(float(inside.sum()) * voxel_mm3)
             if diameter < self.min_diameter_mm or (
                 self.max_diameter_mm is not None and diameter > self.max_diameter_mm
             ):
@@ -565,7 +565,7 @@ class ScanPredictor:
             volume = float(counts_iso[k + 1]) * voxel_mm3
             vox = world_to_voxel(in_affine, np.asarray(centre))
             head = heads[k] if k < len(heads) else {}
-            diameter = round(float(np.cbrt(6.0 * volume / math.pi)), 3) if volume > 0 else None
+            diameter = round(equivalent_diameter_mm(volume), 3) if volume > 0 else None
             network_prob = head.get("malignancy_prob")
             fused = None if self.fusion is None else self.fusion(network_prob, diameter)
             nodules.append(

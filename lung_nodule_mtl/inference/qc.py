@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from lung_nodule_mtl.constants import DEFAULT_WINDOWS
 from lung_nodule_mtl.utils.io import atomic_path
 
 __all__ = ["nodule_qc_image", "write_nodule_qc"]
@@ -22,7 +23,8 @@ _RED = np.array([255, 40, 40], dtype=np.uint8)
 _YELLOW = np.array([255, 220, 0], dtype=np.uint8)
 
 
-def _window(hu: NDArray[np.floating], low: float = -1000.0, high: float = 400.0) -> NDArray[np.uint8]:
+def _window(hu: NDArray[np.floating]) -> NDArray[np.uint8]:
+    low, high = DEFAULT_WINDOWS["lung"]
     return (np.clip((hu - low) / (high - low), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 

@@ -66,7 +66,7 @@ import numpy as np
 import SimpleITK as sitk
 from numpy.typing import NDArray
 
-from lung_nodule_mtl.utils.io import atomic_path
+from lung_nodule_mtl.utils.io import NiftiGeometry, atomic_write_nifti
 
 if TYPE_CHECKING:
     import torch
@@ -90,9 +90,11 @@ __all__ = [
     "InputError",
     "NiftiGeometry",
     "check_hounsfield",
+    "ct_storage_dtype",
     "find_cases",
     "load_ct",
     "read_volume",
+    "write_ct",
     "write_label_map",
     "write_on_grid",
 ]
@@ -190,25 +192,6 @@ class Case:
     case_id: str
     path: Path
     kind: CaseKind
-
-
-@dataclass(frozen=True)
-class NiftiGeometry:
-    """The spatial fields of a NIfTI input's header, to write outputs on exactly its grid.
-
-    Attributes:
-        sform: 4x4 sform matrix as stored.
-        sform_code: its code (0 unknown, 1 scanner, 2 aligned, 3 Talairach, 4 MNI, 5 template).
-        qform: 4x4 matrix of the quaternion form as stored.
-        qform_code: its code.
-        xyzt_units: spatial and temporal units, as :meth:`nibabel.Nifti1Header.get_xyzt_units` gives them.
-    """
-
-    sform: NDArray[np.float64]
-    sform_code: int
-    qform: NDArray[np.float64]
-    qform_code: int
-    xyzt_units: tuple[str, str]
 
 
 @dataclass
@@ -1011,24 +994,38 @@ def write_label_map(volume: CTVolume, labels: NDArray[Any] | torch.Tensor, path:
     return write_on_grid(volume, array, dest, dtype)
 
 
+def ct_storage_dtype(array: NDArray[Any]) -> type[np.generic]:
+    """The one rule for storing CT in HU: int16 when every value is an integer in its range (DICOM, LUNA16's
+    ``MET_SHORT``), int32 for integers beyond it, float32 otherwise; lossless either way. Checked in slabs along the
+    last axis (no full-size temporary)."""
+    a = np.asarray(array)
+    if a.dtype.kind in "biu":
+        integral = True
+    else:
+        integral = all(bool(np.all(np.mod(chunk, 1) == 0)) for chunk in _slabs(a))
+    if not integral:
+        return np.float32
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo >= np.iinfo(np.int16).min and hi <= np.iinfo(np.int16).max:
+        return np.int16
+    return np.int32
+
+
+def _slabs(a: NDArray[Any], depth: int = 16) -> Iterator[NDArray[Any]]:
+    for k in range(0, a.shape[-1] if a.ndim else 1, depth):
+        yield a[..., k : k + depth] if a.ndim else a
+
+
+def write_ct(volume: CTVolume, path: str | os.PathLike[str]) -> Path:
+    """Write a loaded CT as NIfTI on exactly its grid (:func:`write_on_grid`), stored as
+    :func:`ct_storage_dtype` says, atomically. Returns ``path``."""
+    return write_on_grid(volume, volume.array, path, ct_storage_dtype(volume.array))
+
+
 def write_on_grid(volume: CTVolume, array: NDArray[Any], path: str | os.PathLike[str], dtype: Any) -> Path:
     """Write ``array`` (``volume.shape``) as NIfTI on exactly the grid of ``volume``, atomically.
 
     The affine is ``volume.affine``; a NIfTI input's sform/qform matrices and codes and units are kept, DICOM and
     MetaImage inputs get both forms with code 1 (scanner). The array is stored as ``dtype``.
     """
-    dest = Path(path)
-    img = nib.Nifti1Image(np.asarray(array).astype(dtype, copy=False), volume.affine)
-    img.set_data_dtype(dtype)
-    geometry = volume.nifti
-    if geometry is not None:
-        img.set_sform(geometry.sform, code=geometry.sform_code)
-        img.set_qform(geometry.qform, code=geometry.qform_code)
-        img.header.set_xyzt_units(*geometry.xyzt_units)
-    else:
-        img.set_sform(volume.affine, code=1)
-        img.set_qform(volume.affine, code=1)
-        img.header.set_xyzt_units("mm", "sec")
-    with atomic_path(dest) as tmp:
-        nib.save(img, tmp)
-    return dest
+    return atomic_write_nifti(array, volume.affine, path, dtype, volume.nifti)

@@ -1,4 +1,4 @@
-"""World (RAS mm) ↔ voxel conversions through a 4x4 affine.
+"""World (RAS mm) ↔ voxel conversions through a 4x4 affine, and the size of a mask as one number.
 
 The affine is the one of a NIfTI file as nibabel reads it, or ``MetaTensor.affine`` after MONAI's
 ``LoadImage``: it maps a voxel index ``(i, j, k)`` (0-based, voxel centres at integers) to a point
@@ -11,6 +11,7 @@ a torch tensor in still gives a torch tensor out.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,7 +21,7 @@ from numpy.typing import ArrayLike
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["voxel_to_world", "world_to_voxel"]
+__all__ = ["equivalent_diameter_mm", "voxel_to_world", "world_to_voxel"]
 
 PointsT = TypeVar("PointsT", np.ndarray, "torch.Tensor")
 
@@ -96,3 +97,16 @@ def voxel_to_world(affine: ArrayLike | torch.Tensor, points_vox: PointsT | Array
         ValueError: ``affine`` is not a finite 4x4 matrix, or the points are not 3D.
     """
     return _apply(_as_affine(affine), points_vox, "points_vox")  # type: ignore[return-value]
+
+
+def equivalent_diameter_mm(volume_mm3: float) -> float:
+    """Diameter of the sphere of volume ``volume_mm3`` (mm): ``(6 V / π)^(1/3)``, the size every report, table and
+    size baseline of the project gives for a mask (a mask's volume is its voxel count times the voxel volume).
+
+    Raises:
+        ValueError: a negative or non-finite volume.
+    """
+    v = float(volume_mm3)
+    if not (math.isfinite(v) and v >= 0.0):
+        raise ValueError(f"volume_mm3 must be finite and >= 0, got {volume_mm3!r}.")
+    return (6.0 * v / math.pi) ** (1.0 / 3.0)

@@ -14,19 +14,23 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import nibabel as nib
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
+    "NiftiGeometry",
     "atomic_path",
     "atomic_write",
     "atomic_write_csv",
     "atomic_write_json",
     "atomic_write_nifti",
     "json_safe",
+    "nifti_image",
     "read_json_or_none",
 ]
 
@@ -81,27 +85,71 @@ def atomic_write_json(obj: Any, path: str | os.PathLike[str], indent: int = 2) -
     return Path(path)
 
 
-def atomic_write_nifti(
-    array: np.ndarray, affine: np.ndarray, path: str | os.PathLike[str], dtype: np.dtype | type | None = None
-) -> Path:
-    """Write a 3D array as NIfTI (``.nii`` or ``.nii.gz``) atomically.
+@dataclass(frozen=True)
+class NiftiGeometry:
+    """The spatial fields of a NIfTI input's header, to write outputs on exactly its grid.
 
-    Args:
-        array: voxel array in ``(i, j, k)`` order, as nibabel stores it.
-        affine: 4x4 voxel-to-world matrix (RAS, mm); written to both qform and sform.
-        path: destination, ``.nii`` or ``.nii.gz``.
-        dtype: on-disk data type (defaults to ``array.dtype``); HU are stored as int16.
+    Attributes:
+        sform: 4x4 sform matrix as stored.
+        sform_code: its code (0 unknown, 1 scanner, 2 aligned, 3 Talairach, 4 MNI, 5 template).
+        qform: 4x4 matrix of the quaternion form as stored.
+        qform_code: its code.
+        xyzt_units: spatial and temporal units, as :meth:`nibabel.Nifti1Header.get_xyzt_units` gives them.
     """
-    dest = Path(path)
-    if not dest.name.endswith((".nii", ".nii.gz")):
-        raise ValueError(f"NIfTI output must end in .nii or .nii.gz, got {str(dest)!r}.")
+
+    sform: NDArray[np.float64]
+    sform_code: int
+    qform: NDArray[np.float64]
+    qform_code: int
+    xyzt_units: tuple[str, str]
+
+
+def nifti_image(
+    array: np.ndarray,
+    affine: np.ndarray,
+    dtype: np.dtype | type | None = None,
+    geometry: NiftiGeometry | None = None,
+) -> nib.Nifti1Image:
+    """The one way the project builds a NIfTI image: ``array`` stored as ``dtype`` with the voxel-to-RAS-mm
+    ``affine``; both sform and qform get ``affine`` with code 1 (scanner) and units mm, unless ``geometry`` (a NIfTI
+    input's header fields) gives the matrices, codes and units to keep.
+    """
     arr = np.asarray(array)
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
     img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
-    img.set_qform(img.affine, code=1)
-    img.set_sform(img.affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
+    img.set_data_dtype(arr.dtype)
+    if geometry is None:
+        img.set_qform(img.affine, code=1)
+        img.set_sform(img.affine, code=1)
+        img.header.set_xyzt_units("mm", "sec")
+    else:
+        img.set_sform(geometry.sform, code=geometry.sform_code)
+        img.set_qform(geometry.qform, code=geometry.qform_code)
+        img.header.set_xyzt_units(*geometry.xyzt_units)
+    return img
+
+
+def atomic_write_nifti(
+    array: np.ndarray,
+    affine: np.ndarray,
+    path: str | os.PathLike[str],
+    dtype: np.dtype | type | None = None,
+    geometry: NiftiGeometry | None = None,
+) -> Path:
+    """Write a 3D array as NIfTI (``.nii`` or ``.nii.gz``) atomically (:func:`nifti_image`).
+
+    Args:
+        array: voxel array in ``(i, j, k)`` order, as nibabel stores it.
+        affine: 4x4 voxel-to-world matrix (RAS, mm); written to both qform and sform (code 1) unless ``geometry``.
+        path: destination, ``.nii`` or ``.nii.gz``.
+        dtype: on-disk data type (defaults to ``array.dtype``); HU are stored as int16.
+        geometry: a NIfTI input's sform/qform matrices, codes and units, kept as they are.
+    """
+    dest = Path(path)
+    if not dest.name.lower().endswith((".nii", ".nii.gz")):
+        raise ValueError(f"NIfTI output must end in .nii or .nii.gz, got {str(dest)!r}.")
+    img = nifti_image(array, affine, dtype, geometry)
     with atomic_path(dest) as tmp:
         nib.save(img, tmp)
     return dest

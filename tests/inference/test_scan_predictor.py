@@ -212,15 +212,17 @@ def test_lung_box_and_skipped_windows_change_no_value_in_the_lungs(wide_phantom,
     assert np.abs(misaligned.isotropic_probability - expected).max() > 0.05
 
 
-def test_precision_follows_the_device(make_predictor) -> None:
-    from lung_nodule_mtl.inference import autocast_dtype
+def test_precision_follows_the_device(make_predictor, monkeypatch) -> None:
+    from lung_nodule_mtl.inference import autocast_dtype, pipeline
 
     cpu = torch.device("cpu")
     assert autocast_dtype(cpu, False) is None
     assert autocast_dtype(cpu, True) is torch.bfloat16  # asked for: emulated where the CPU lacks it
     assert autocast_dtype(torch.device("cuda"), None) is torch.float16
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert autocast_dtype(cpu, None) is (torch.bfloat16 if native else None)
+    for native in (True, False):  # the one CPU check (engines.inferer.cpu_bf16_native) decides "auto"
+        monkeypatch.setattr(pipeline, "cpu_bf16_native", lambda native=native: native)
+        assert autocast_dtype(cpu, None) is (torch.bfloat16 if native else None)
+    monkeypatch.undo()
     assert make_predictor(amp=False).settings()["precision"] == "float32"
     assert make_predictor(amp=True).settings()["precision"] == "bfloat16"
 

@@ -12,7 +12,6 @@ from lung_nodule_mtl.data.lidc_idri.convert import (
     convert_scan,
     find_lidc_scans,
     prepare_lidc,
-    write_ct,
 )
 from lung_nodule_mtl.data.lidc_idri.masks import (
     AnnotationMask,
@@ -32,6 +31,7 @@ from lung_nodule_mtl.data.lidc_idri.reading import (
     Roi,
     parse_lidc_xml,
 )
+from lung_nodule_mtl.io import write_ct  # (the one CT writer, kept here for the converter's users)
 
 __all__ = [
     "RATING_NAMES",

@@ -71,7 +71,6 @@ from lung_nodule_mtl.data.lidc_idri.masks import (
     annotation_mask,
     cluster_annotations,
     consensus_mask,
-    equivalent_diameter_mm,
     max_axial_diameter_mm,
 )
 from lung_nodule_mtl.data.lidc_idri.reading import (
@@ -83,7 +82,16 @@ from lung_nodule_mtl.data.lidc_idri.reading import (
     parse_lidc_xml,
 )
 from lung_nodule_mtl.data.lidc_vois import LIDC_CITATION
-from lung_nodule_mtl.io import Case, CTVolume, InputError, load_ct, voxel_to_world, write_label_map, write_on_grid
+from lung_nodule_mtl.io import (
+    Case,
+    CTVolume,
+    InputError,
+    equivalent_diameter_mm,
+    load_ct,
+    voxel_to_world,
+    write_ct,
+    write_label_map,
+)
 from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, json_safe, read_json_or_none
 
 __all__ = [
@@ -94,7 +102,6 @@ __all__ = [
     "convert_scan",
     "find_lidc_scans",
     "prepare_lidc",
-    "write_ct",
 ]
 
 logger = logging.getLogger(__name__)
@@ -287,26 +294,6 @@ def _patient_dirs(lidc_root: Path, patients: Sequence[str] | None) -> list[Path]
 # --------------------------------------------------------------------------------------------------------------
 
 
-def write_ct(volume: CTVolume, path: str | os.PathLike[str]) -> Path:
-    """Write a loaded CT as NIfTI on exactly its grid (as :func:`write_label_map` writes labels), atomically.
-
-    Args:
-        volume: from :func:`~lung_nodule_mtl.io.ct.load_ct`.
-        path: ``.nii.gz`` or ``.nii`` destination.
-
-    Returns:
-        ``path``. HU are stored as int16 when they are integers in its range, else as float32.
-    """
-    dest = Path(path)
-    array = volume.array
-    lo, hi = float(array.min()), float(array.max())
-    integral = lo >= np.iinfo(np.int16).min and hi <= np.iinfo(np.int16).max
-    for k in range(0, array.shape[2], 16):  # in slabs: no full-size temporary
-        integral = integral and bool(np.all(np.mod(array[:, :, k : k + 16], 1) == 0))
-    dtype = np.int16 if integral else np.float32
-    return write_on_grid(volume, array, dest, dtype)
-
-
 def _ras(affine: NDArray[np.float64], ijk: Sequence[float]) -> list[float]:
     return [float(v) for v in voxel_to_world(affine, np.asarray(ijk, dtype=np.float64))]
 
@@ -436,7 +423,7 @@ def convert_scan(source: LidcScanSource, out_dir: str | os.PathLike[str], option
         attributes = {name: aggregate_rating(ratings[name], options.rating, integer=True) for name in ATTRIBUTE_NAMES}
         centre_ras = _ras(volume.affine, centre_ijk)
         n_vox = len(vox)
-        eq_diameter = equivalent_diameter_mm(n_vox, voxel_mm3) if n_vox else None
+        eq_diameter = equivalent_diameter_mm(n_vox * voxel_mm3) if n_vox else None
         reader_diameters = [_outline_diameter_mm(masks[i], spacing[:2]) for i in members]
         known_diameters = [d for d in reader_diameters if d is not None]
         reason = ""

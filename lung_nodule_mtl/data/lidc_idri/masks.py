@@ -23,7 +23,6 @@ row, slice in stored order). A LIDC outline point ``(xCoord, yCoord)`` is voxel 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,6 @@ __all__ = [
     "annotation_mask",
     "cluster_annotations",
     "consensus_mask",
-    "equivalent_diameter_mm",
     "max_axial_diameter_mm",
     "polygon_interior",
 ]
@@ -380,8 +378,3 @@ def max_axial_diameter_mm(mask: NDArray[np.bool_], spacing_ij: tuple[float, floa
         d = np.sqrt(((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1)).max()
         best = max(best, float(d))
     return best
-
-
-def equivalent_diameter_mm(n_voxels: int, voxel_volume_mm3: float) -> float:
-    """Diameter of the sphere with the volume of ``n_voxels`` voxels (mm)."""
-    return float((6.0 * n_voxels * voxel_volume_mm3 / math.pi) ** (1.0 / 3.0))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from lung_nodule_mtl.io.geometry import voxel_to_world, world_to_voxel
+from lung_nodule_mtl.io.geometry import equivalent_diameter_mm, voxel_to_world, world_to_voxel
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -92,3 +94,13 @@ def test_ill_arg(affine: np.ndarray, points: object, match: str) -> None:
 def test_ill_arg_voxel_to_world() -> None:
     with pytest.raises(ValueError, match="points_vox must have shape"):
         voxel_to_world(np.eye(4), np.zeros((5, 2)))
+
+
+def test_equivalent_diameter_is_the_diameter_of_the_sphere_of_that_volume() -> None:
+    for d in (0.0, 3.0, 10.0, 31.7):
+        assert equivalent_diameter_mm(math.pi / 6.0 * d**3) == pytest.approx(d, rel=1e-12, abs=1e-12)
+    # a 10x10x10 mm cube is a sphere of 12.407 mm
+    assert equivalent_diameter_mm(1000.0) == pytest.approx(12.4070, abs=1e-4)
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="volume_mm3"):
+            equivalent_diameter_mm(bad)
