@@ -115,7 +115,8 @@ from lung_nodule_mtl.constants import AIR_HU, DEFAULT_WINDOWS, DatalistSplit, Ke
 from lung_nodule_mtl.data.datalist import build_datalist_or_fewer_folds, write_datalist
 from lung_nodule_mtl.data.synthetic.growth import BASELINE_SUFFIX, FOLLOWUP_SUFFIX, GrowthKeys
 from lung_nodule_mtl.io import CTVolume, InputError, equivalent_diameter_mm, find_cases, load_ct, read_volume
-from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe, nifti_image, read_json_or_none
+from lung_nodule_mtl.io.geometry import LPS_TO_RAS, itk_geometry
+from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe, nifti_image, reusable_record
 
 __all__ = [
     "CENTRE_SEARCH_MM",
@@ -203,7 +204,7 @@ grid, within reach of the crop: a large difference means resampling or the crop'
 ``translation_mm`` and ``centre_correction_mm`` lengths (see :func:`prepare_growth_pairs`)."""
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
-_LPS = np.diag([-1.0, -1.0, 1.0])
+_LPS = LPS_TO_RAS[:3, :3]  # RAS <-> LPS for points and rotations (its own inverse)
 CoordinateSystem = Literal["RAS", "LPS"]
 
 
@@ -568,11 +569,10 @@ class _Grid:
 
 def _set_geometry(image: sitk.Image, affine: NDArray[np.float64]) -> None:
     """Give an ITK image the geometry of a voxel-to-RAS affine (ITK is LPS)."""
-    lps = _LPS @ affine[:3, :3]
-    spacing = np.linalg.norm(lps, axis=0)
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetDirection([float(v) for v in (lps / spacing).ravel()])
-    image.SetOrigin([float(v) for v in _LPS @ affine[:3, 3]])
+    spacing, origin, direction = itk_geometry(affine)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
 
 
 def _to_sitk(array: NDArray[Any], grid: _Grid) -> sitk.Image:
@@ -1051,18 +1051,12 @@ def _fingerprint(spec: PairSpec) -> dict[str, Any]:
     return out
 
 
+_PAIR_FILES = (GrowthKeys.BASELINE, GrowthKeys.BASELINE_MASK, GrowthKeys.FOLLOWUP, GrowthKeys.FOLLOWUP_MASK)
+
+
 def _reusable(record_path: Path, out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    record = read_json_or_none(record_path)
-    if not isinstance(record, dict) or record.get("key") != json_safe(key):
-        return None
-    item = record.get("item", {})
-    files = [
-        item.get(k)
-        for k in (GrowthKeys.BASELINE, GrowthKeys.BASELINE_MASK, GrowthKeys.FOLLOWUP, GrowthKeys.FOLLOWUP_MASK)
-    ]
-    if not all(isinstance(f, str) and (out / f).is_file() for f in files):
-        return None
-    return record
+    """The pair's record from an earlier run, if made from the same row, inputs and options with its four files."""
+    return reusable_record(record_path, "key", key, lambda r: [r["item"][k] or "missing" for k in _PAIR_FILES], out)
 
 
 # --------------------------------------------------------------------------------------------------------------

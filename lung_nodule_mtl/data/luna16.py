@@ -50,7 +50,6 @@ Analysis 42:1-13, 2017, doi:10.1016/j.media.2017.06.015; Armato SG III et al., M
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -70,7 +69,7 @@ from lung_nodule_mtl.constants import DatalistSplit, Keys, ras_to_lps
 from lung_nodule_mtl.data.datalist import patient_folds, validate_item, write_datalist
 from lung_nodule_mtl.data.nodule_table import NoduleRecord, read_nodule_table
 from lung_nodule_mtl.io import Case, InputError, ct_storage_dtype, load_ct, world_to_voxel, write_on_grid
-from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, atomic_write_nifti, json_safe
+from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, atomic_write_nifti, json_safe, reusable_record
 
 __all__ = [
     "LUNA16_CITATION",
@@ -328,16 +327,8 @@ def _fingerprint(job: _Job) -> dict[str, Any]:
 
 def _completed(job: _Job, paths: dict[str, Path], fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     """The meta of a previous conversion of this scan from the same inputs whose files all exist, else ``None``."""
-    try:
-        with open(paths["meta"], encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
-        return None
-    if not paths["image"].is_file() or (job.labels and job.nodules and not paths["label"].is_file()):
-        return None
-    return meta
+    files = [paths["image"], paths["label"] if job.labels and job.nodules else None]
+    return reusable_record(paths["meta"], "fingerprint", fingerprint, lambda _: files)
 
 
 def _remove_outputs(paths: dict[str, Path]) -> None:

@@ -66,6 +66,7 @@ import numpy as np
 import SimpleITK as sitk
 from numpy.typing import NDArray
 
+from lung_nodule_mtl.io.geometry import affine_from_itk
 from lung_nodule_mtl.utils.io import NiftiGeometry, atomic_write_nifti
 
 if TYPE_CHECKING:
@@ -162,7 +163,6 @@ _NON_DICOM_SUFFIXES = frozenset(
     }
 )
 _UID_NAME = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 class InputError(ValueError):
@@ -622,19 +622,11 @@ def _read_nifti(path: Path) -> _Loaded:
 
 
 def _sitk_geometry(
-    path: Path,
-    size: tuple[int, ...],
-    spacing: tuple[float, ...],
-    origin: tuple[float, ...],
-    direction: tuple[float, ...],
+    path: Path, spacing: tuple[float, ...], origin: tuple[float, ...], direction: tuple[float, ...]
 ) -> NDArray[np.float64]:
     """The RAS affine of an ITK image (its first three dimensions) after checking its geometry."""
-    dim = len(size)
     _check_spacing_values(path, tuple(spacing[:3]), "read by ITK")
-    lps = np.eye(4)
-    lps[:3, :3] = np.asarray(direction, dtype=np.float64).reshape(dim, dim)[:3, :3] * np.asarray(spacing[:3])
-    lps[:3, 3] = origin[:3]
-    affine = _LPS_TO_RAS @ lps
+    affine = affine_from_itk(spacing, origin, direction)
     _check_affine(path, affine)
     return affine
 
@@ -674,7 +666,7 @@ def _read_metaimage(path: Path) -> _Loaded:
     shape = _check_shape(path, size)
     _check_components(path, reader.GetNumberOfComponents())
     _check_spacing_values(path, tuple(reader.GetSpacing())[:3], "in the header")
-    affine = _sitk_geometry(path, size, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+    affine = _sitk_geometry(path, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
     if path.suffix.lower() == ".mhd":
         _check_metaimage_data_file(path)
     try:
@@ -866,7 +858,7 @@ def _read_dicom(path: Path) -> _Loaded:
         warnings.append("a single multi-frame DICOM file: ITK's slice geometry for it may be approximate")
     image_size = tuple(int(n) for n in image.GetSize())
     shape = _check_shape(path, image_size)
-    affine = _sitk_geometry(path, image_size, image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    affine = _sitk_geometry(path, image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     if len(files) > 1:
         direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
         warnings += _slice_warnings(path, reader, len(files), direction)

@@ -1,9 +1,16 @@
-"""World (RAS mm) ↔ voxel conversions through a 4x4 affine, and the size of a mask as one number.
+"""World (RAS mm) ↔ voxel conversions through a 4x4 affine, the RAS ↔ LPS (ITK, DICOM) bridge for affines, and the
+size of a mask as one number.
 
 The affine is the one of a NIfTI file as nibabel reads it, or ``MetaTensor.affine`` after MONAI's
 ``LoadImage``: it maps a voxel index ``(i, j, k)`` (0-based, voxel centres at integers) to a point
 ``(x, y, z)`` in millimetres in RAS world space. Rotated (oblique) and anisotropic affines are
 supported; the conversion is done in float64.
+
+ITK and DICOM give geometry in LPS (spacing, origin, direction cosines); NIfTI and MONAI in RAS. The flip is
+:data:`LPS_TO_RAS` (its own inverse), what MONAI's ``monai.data.utils.orientation_ras_lps`` applies to an affine;
+it is written out here because this module stays torch-free. :func:`affine_from_itk` and :func:`itk_geometry` are
+the one bridge between an ITK image's geometry and a voxel-to-RAS affine; single points flip with
+:func:`lung_nodule_mtl.constants.lps_to_ras` / ``ras_to_lps``.
 
 Torch-free (the CT readers and the converters under :mod:`lung_nodule_mtl.data` use it without importing torch);
 a torch tensor in still gives a torch tensor out.
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -21,7 +29,18 @@ from numpy.typing import ArrayLike
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["equivalent_diameter_mm", "voxel_to_world", "world_to_voxel"]
+__all__ = [
+    "LPS_TO_RAS",
+    "affine_from_itk",
+    "equivalent_diameter_mm",
+    "flip_lps_ras",
+    "itk_geometry",
+    "voxel_to_world",
+    "world_to_voxel",
+]
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""World LPS ↔ RAS as a 4x4 homogeneous matrix (x and y negated); its own inverse."""
 
 PointsT = TypeVar("PointsT", np.ndarray, "torch.Tensor")
 
@@ -110,3 +129,51 @@ def equivalent_diameter_mm(volume_mm3: float) -> float:
     if not (math.isfinite(v) and v >= 0.0):
         raise ValueError(f"volume_mm3 must be finite and >= 0, got {volume_mm3!r}.")
     return (6.0 * v / math.pi) ** (1.0 / 3.0)
+
+
+def flip_lps_ras(affine: ArrayLike) -> np.ndarray:
+    """A voxel-to-LPS affine as voxel-to-RAS, or the other way (the same flip): ``LPS_TO_RAS @ affine``, float64."""
+    return LPS_TO_RAS @ _as_affine(affine)
+
+
+def affine_from_itk(spacing: Sequence[float], origin: Sequence[float], direction: Sequence[float]) -> np.ndarray:
+    """The voxel-to-RAS affine of an ITK image's first three dimensions: ``LPS_TO_RAS @ [D · diag(spacing) | o]``.
+
+    Args:
+        spacing: voxel size along ITK's index axes (``GetSpacing()``), mm; only the first three are used.
+        origin: LPS position of voxel ``(0, 0, 0)`` (``GetOrigin()``), mm.
+        direction: the row-major ``n x n`` direction cosines (``GetDirection()``), ``n >= 3``.
+
+    Returns:
+        ``(4, 4)`` float64 affine mapping ITK index ``(i, j, k)`` to RAS mm.
+    """
+    n = math.isqrt(len(direction))
+    if n * n != len(direction) or n < 3 or len(spacing) < 3 or len(origin) < 3:
+        raise ValueError(
+            f"expected an ITK geometry of at least 3 dimensions, got spacing {tuple(spacing)}, origin "
+            f"{tuple(origin)}, direction of {len(direction)} values"
+        )
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(direction, dtype=np.float64).reshape(n, n)[:3, :3] * np.asarray(spacing[:3], float)
+    lps[:3, 3] = np.asarray(origin[:3], dtype=np.float64)
+    return LPS_TO_RAS @ lps
+
+
+def itk_geometry(affine: ArrayLike) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """``(spacing, origin, direction)`` to give an ITK image (``SetSpacing``, ``SetOrigin``, ``SetDirection``) so
+    that its index ``(i, j, k)`` lies where the voxel-to-RAS ``affine`` puts voxel ``(i, j, k)``; the inverse of
+    :func:`affine_from_itk`. ``direction`` is row-major 3x3.
+
+    Raises:
+        ValueError: an affine that is not a finite 4x4 matrix or has a zero-length axis.
+    """
+    lps = flip_lps_ras(affine)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    if not np.all(spacing > 0):
+        raise ValueError(f"affine has a zero-length axis (spacing {spacing.tolist()}): {lps.tolist()!r}")
+    direction = lps[:3, :3] / spacing
+    return (
+        tuple(float(v) for v in spacing),
+        tuple(float(v) for v in lps[:3, 3]),
+        tuple(float(v) for v in direction.ravel()),
+    )

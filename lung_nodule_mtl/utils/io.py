@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +32,7 @@ __all__ = [
     "json_safe",
     "nifti_image",
     "read_json_or_none",
+    "reusable_record",
 ]
 
 _UMASK = os.umask(0)
@@ -162,6 +163,34 @@ def read_json_or_none(path: str | os.PathLike[str]) -> Any:
             return json.load(f)
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def reusable_record(
+    path: str | os.PathLike[str],
+    field: str,
+    expected: Any,
+    files: Callable[[dict[str, Any]], Iterable[str | os.PathLike[str] | None]],
+    root: str | os.PathLike[str] | None = None,
+) -> dict[str, Any] | None:
+    """The resumable-conversion record of one unit of work (a scan, a pair) from an earlier run, or ``None`` when it
+    must be redone: the one rule of ``prepare-lidc``, ``prepare-luna16`` and ``prepare-growth``.
+
+    A converter writes the record last, after the unit's files, holding under ``field`` what the outputs depend on
+    (options, input sizes, annotations). A re-run reuses the record when it reads as JSON, ``record[field]`` equals
+    ``expected`` as JSON would store it (:func:`json_safe`; tuples as lists), and every file ``files(record)`` names
+    exists (relative names under ``root``; ``None`` or empty entries are skipped).
+    """
+    record = read_json_or_none(path)
+    if not isinstance(record, dict) or record.get(field) != json.loads(json.dumps(json_safe(expected))):
+        return None
+    base = Path(root) if root is not None else Path()
+    try:
+        names = list(files(record))
+    except (AttributeError, KeyError, TypeError):  # a record of another layout
+        return None
+    if not all(isinstance(f, str | os.PathLike) and (base / f).is_file() for f in names if f):
+        return None
+    return record
 
 
 def json_safe(obj: Any) -> Any:

@@ -104,3 +104,31 @@ def test_equivalent_diameter_is_the_diameter_of_the_sphere_of_that_volume() -> N
     for bad in (-1.0, math.nan, math.inf):
         with pytest.raises(ValueError, match="volume_mm3"):
             equivalent_diameter_mm(bad)
+
+
+def test_itk_geometry_is_the_bridge_to_simpleitk_both_ways() -> None:
+    """An oblique, anisotropic voxel-to-RAS affine given to an ITK image puts every ITK index at the LPS point of
+    the same voxel, and reading the ITK geometry back gives the affine."""
+    import SimpleITK as sitk
+
+    from lung_nodule_mtl.constants import ras_to_lps
+    from lung_nodule_mtl.io.geometry import LPS_TO_RAS, affine_from_itk, flip_lps_ras, itk_geometry
+
+    linear = _rotation(np.array([0.3, -0.5, 1.0]), 0.4) @ np.diag([0.7, 0.8, 2.5]) @ np.diag([-1.0, 1.0, 1.0])
+    affine = _affine(linear, (12.0, -40.0, 300.0))
+    spacing, origin, direction = itk_geometry(affine)
+    image = sitk.Image([5, 6, 7], sitk.sitkInt16)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    for ijk in [(0, 0, 0), (4, 0, 2), (1, 5, 6)]:
+        lps = image.TransformIndexToPhysicalPoint(ijk)
+        np.testing.assert_allclose(lps, ras_to_lps(voxel_to_world(affine, np.asarray(ijk, float))), atol=1e-9)
+    back = affine_from_itk(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    np.testing.assert_allclose(back, affine, atol=1e-9)
+    np.testing.assert_allclose(flip_lps_ras(flip_lps_ras(affine)), affine)
+    np.testing.assert_array_equal(LPS_TO_RAS @ LPS_TO_RAS, np.eye(4))
+    with pytest.raises(ValueError, match="zero-length"):
+        itk_geometry(np.diag([1.0, 0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="3 dimensions"):
+        affine_from_itk((1.0, 1.0), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0))

@@ -92,7 +92,7 @@ from lung_nodule_mtl.io import (
     write_ct,
     write_label_map,
 )
-from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, json_safe, read_json_or_none
+from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, json_safe, reusable_record
 
 __all__ = [
     "RECORD_VERSION",
@@ -606,13 +606,13 @@ def _annotation_row(
 
 def _reusable(record_path: Path, out: Path, options: LidcOptions) -> dict[str, Any] | None:
     """The scan's record from an earlier run, if it was made with these options and its files are all there."""
-    record = read_json_or_none(record_path)
-    if not isinstance(record, dict) or record.get("options") != json_safe(_options_dict(options)):
-        return None
-    files = [record.get("image", "")] + [row.get("label", "") for row in record.get("nodules", [])]
-    if not all((out / f).is_file() for f in files if f):
-        return None
-    return record
+    return reusable_record(
+        record_path,
+        "options",
+        _options_dict(options),
+        lambda r: [r.get("image"), *(row.get("label") for row in r.get("nodules", []))],
+        out,
+    )
 
 
 def _remove_stale_labels(out: Path, scan_id: str) -> None:

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
 from lung_nodule_mtl.data.lidc_idri.reading import ReaderNodule, Roi
+from lung_nodule_mtl.io.geometry import flip_lps_ras
 
 __all__ = [
     "AnnotationMask",
@@ -44,7 +45,6 @@ __all__ = [
     "polygon_interior",
 ]
 
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _OFF_GRID_SLICES = 0.1
 """A file whose position is more than this many slices from its stored index is reported (missing slice?)."""
 
@@ -83,7 +83,7 @@ class SliceLookup:
             ValueError: the series has no readable slice tags.
         """
         files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
-        lps = _LPS_TO_RAS @ np.asarray(affine_ras, dtype=np.float64)
+        lps = flip_lps_ras(affine_ras)
         k_axis, origin = lps[:3, 2], lps[:3, 3]
         entries: list[tuple[str, str | None, NDArray[np.float64]]] = []
         warnings: list[str] = []
