@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -260,7 +260,8 @@ class ScanPredictor:
             if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
                 state = state["model"]
             self.network.load_state_dict(state)
-        self.network.to(memory_format=torch.channels_last_3d)  # faster 3D convolutions (oneDNN, cuDNN)
+        # faster 3D convolutions (oneDNN, cuDNN); Module.to takes memory_format, its type stubs do not say so
+        self.network.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         self.patch_size = tuple(int(s) for s in patch_size)
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
         self.window = LungWindow(windows)
@@ -364,7 +365,8 @@ class ScanPredictor:
         )
         with self._autocast():
             logits = self.inferer(x, windows)
-        if hasattr(logits, "as_tensor"):
+        assert isinstance(logits, torch.Tensor)  # one output: the mask logits (the inferer's union type says more)
+        if isinstance(logits, MetaTensor):
             logits = logits.as_tensor()
         return torch.sigmoid(logits[0, 0].float()), {"windows": windows.run, "windows_skipped": windows.skipped}
 
@@ -373,7 +375,7 @@ class ScanPredictor:
         """Head predictions and mask probabilities ``(N, h, w, d)`` of the crops centred on ``centres_ras``."""
         if not centres_ras:
             return [], torch.zeros((0, *self.patch_size))
-        crops = [self.window(self._crop(iso, c).as_tensor()) for c in centres_ras]
+        crops = [self.window(cast(MetaTensor, self._crop(iso, c)).as_tensor()) for c in centres_ras]
         preds: list[dict] = []
         masks: list[torch.Tensor] = []
         for start in range(0, len(crops), self.sw_batch_size):
@@ -579,7 +581,7 @@ class ScanPredictor:
                     diameter_mm=diameter,
                     volume_mm3=round(volume, 3),
                     voxels_in_label_map=int(counts_out[k + 1]),
-                    detection_probability=None if detection[k] is None else round(float(detection[k]), 6),
+                    detection_probability=None if (d := detection[k]) is None else round(float(d), 6),
                     malignancy_probability=network_prob if fused is None else round(fused, 6),
                     malignancy_score=head.get(str(OutputKeys.MALIGNANCY_SCORE)),
                     attributes={name: int(head[name]) for name in ATTRIBUTE_CLASSES if name in head},
