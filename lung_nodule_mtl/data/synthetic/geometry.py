@@ -22,6 +22,7 @@ __all__ = [
     "segment_distance",
     "slab_occupancy",
     "surface_occupancy",
+    "uniform",
 ]
 
 AXIS_SIGNS = np.array([-1.0, -1.0, 1.0])
@@ -149,6 +150,11 @@ def fibonacci_sphere(n: int) -> np.ndarray:
     r = np.sqrt(1.0 - zc * zc)
     phi = np.pi * (3.0 - np.sqrt(5.0)) * i
     return np.stack([r * np.cos(phi), r * np.sin(phi), zc], axis=1)
+
+
+def uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """One float drawn uniformly from ``[bounds[0], bounds[1])``."""
+    return float(rng.uniform(bounds[0], bounds[1]))
 
 
 def random_unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
