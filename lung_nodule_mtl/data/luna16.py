@@ -553,27 +553,104 @@ def prepare_luna16(
             ``workers`` / ``n_folds`` / ``val_fold`` is out of range.
     """
     start = time.perf_counter()
+    root = Path(luna_root)
+    _check_arguments(root, workers, n_folds, val_fold)
+    tables = _read_tables(annotations, excluded, candidates)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    warnings: list[str] = []
+    by_uid = _scans_by_uid(root)
+    outcomes, jobs = _plan(by_uid, tables, out, labels, overwrite)
+    logger.info(
+        "LUNA16: %d scan(s) under %s, %d annotated scan(s) in %s",
+        len(by_uid),
+        root,
+        len(tables.annotations),
+        tables.annotations_path,
+    )
+    outcomes.update(_convert_all(jobs, workers))
+    subsets = {uid: scans[0].subset for uid, scans in by_uid.items()}
+    missing = sorted(uid for uid in tables.annotations if uid not in by_uid)
+    done = {uid: o for uid, o in outcomes.items() if o.status in ("converted", "skipped")}
+    items = _nodule_items(done, subsets, tables)
+    fold_source, folds_used, fold_of = _assign_folds(
+        items, {uid: subsets[uid] for uid in done}, n_folds, seed, warnings
+    )
+    if items and val_fold not in {item[Keys.FOLD.value] for item in items}:
+        warnings.append(f"no nodule is in fold {val_fold}: the validation list is empty")
+    datalist = _datalist(items, root, tables, fold_source, folds_used, val_fold, seed, labels)
+    datalist_path = write_datalist(json_safe(datalist), out / DATALIST_FILE)
+    rows, excl_outside, cand_outside = _scan_rows(by_uid, outcomes, subsets, fold_source, fold_of, tables)
+    scans_path = atomic_write_csv(rows, out / SCANS_FILE, first_fields=_SCANS_COLUMNS)
+    warnings += _coverage_warnings(excl_outside, cand_outside, root, bool(by_uid))
+    for w in warnings:
+        logger.warning("LUNA16: %s", w)
+
+    failed = {uid: str(o.error) for uid, o in sorted(outcomes.items()) if o.status == "failed"}
+    summary: dict[str, Any] = {
+        **_scan_counts(by_uid, outcomes, failed, done, items, tables, missing),
+        **_table_counts(tables, excl_outside, cand_outside),
+        "fold_source": fold_source,
+        "n_folds": folds_used,
+        "splits": {k: len(v) for k, v in datalist.items() if isinstance(v, list)},
+        "label_source": LABEL_SOURCE_SPHERE if labels else None,
+        "datalist": str(datalist_path),
+        "scans_table": str(scans_path),
+        "warnings": warnings,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    return Luna16Result(summary=summary, failed=failed, missing=missing, datalist=datalist_path)
+
+
+def _check_arguments(root: Path, workers: int, n_folds: int, val_fold: int) -> None:
+    """Raise for an out-of-range option or a LUNA16 folder that does not exist."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}.")
     if n_folds < 2:
         raise ValueError(f"n_folds must be >= 2, got {n_folds}.")
     if val_fold < 0:
         raise ValueError(f"val_fold must be >= 0, got {val_fold}.")
-    root = Path(luna_root)
     if not root.is_dir():
         raise FileNotFoundError(2, "LUNA16 folder not found", str(root))
+
+
+@dataclass
+class _Tables:
+    """The annotations and the optional excluded-findings and candidates tables (by seriesuid) with their paths."""
+
+    annotations_path: Path
+    annotations: dict[str, list[NoduleRecord]]
+    excluded_path: str | os.PathLike[str] | None
+    excluded: dict[str, list[NoduleRecord]]
+    candidates_path: str | os.PathLike[str] | None
+    candidates: dict[str, list[NoduleRecord]]
+
+
+def _read_tables(
+    annotations: str | os.PathLike[str],
+    excluded: str | os.PathLike[str] | None,
+    candidates: str | os.PathLike[str] | None,
+) -> _Tables:
+    """Read the annotations table and, where given, the excluded-findings and candidates tables."""
     ann_path = Path(annotations)
     table = read_nodule_table(ann_path)
-    excl_table = _read_optional_table(excluded)
-    cand_table = _read_optional_table(candidates)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    warnings: list[str] = []
+    return _Tables(
+        ann_path, table, excluded, _read_optional_table(excluded), candidates, _read_optional_table(candidates)
+    )
 
-    found = find_luna16_scans(root)
+
+def _scans_by_uid(root: Path) -> dict[str, list[Luna16Scan]]:
+    """The scans found under ``root``, by seriesuid (a list: a seriesuid may be found more than once)."""
     by_uid: dict[str, list[Luna16Scan]] = defaultdict(list)
-    for scan in found:
+    for scan in find_luna16_scans(root):
         by_uid[scan.seriesuid].append(scan)
+    return by_uid
+
+
+def _plan(
+    by_uid: dict[str, list[Luna16Scan]], tables: _Tables, out: Path, labels: bool, overwrite: bool
+) -> tuple[dict[str, _Outcome], list[_Job]]:
+    """One job per scan found; a seriesuid found more than once fails at once (its old outputs removed)."""
     outcomes: dict[str, _Outcome] = {}
     jobs: list[_Job] = []
     for uid, scans in by_uid.items():
@@ -583,30 +660,46 @@ def prepare_luna16(
             outcomes[uid] = _Outcome(uid, "failed", error=reason)
             _remove_outputs(_paths(out, uid))
             continue
-        jobs.append(_Job(scans[0], tuple(table.get(uid, ())), ann_path, out, labels, overwrite))
-    logger.info("LUNA16: %d scan(s) under %s, %d annotated scan(s) in %s", len(by_uid), root, len(table), ann_path)
+        nodules = tuple(tables.annotations.get(uid, ()))
+        jobs.append(_Job(scans[0], nodules, tables.annotations_path, out, labels, overwrite))
+    return outcomes, jobs
+
+
+def _convert_all(jobs: list[_Job], workers: int) -> dict[str, _Outcome]:
+    """Run the jobs (in ``workers`` processes), logging each scan's outcome as it comes."""
+    outcomes: dict[str, _Outcome] = {}
     for n, outcome in enumerate(_run(jobs, workers), start=1):
         outcomes[outcome.seriesuid] = outcome
         if outcome.status == "failed":
             logger.error("[%d/%d] %s", n, len(jobs), outcome.error)
         else:
             logger.info("[%d/%d] %s: %s (%.1f s)", n, len(jobs), outcome.seriesuid, outcome.status, outcome.seconds)
+    return outcomes
 
-    subsets = {uid: scans[0].subset for uid, scans in by_uid.items()}
-    missing = sorted(uid for uid in table if uid not in by_uid)
-    done = {uid: o for uid, o in outcomes.items() if o.status in ("converted", "skipped")}
+
+def _nodule_items(done: dict[str, _Outcome], subsets: dict[str, int | None], tables: _Tables) -> list[dict[str, Any]]:
+    """The datalist items (checked) of the annotated nodules of the converted scans, by seriesuid and row."""
     items: list[dict[str, Any]] = []
     for uid in sorted(done):
-        for k, rec in enumerate(table.get(uid, ()), start=1):
+        for k, rec in enumerate(tables.annotations.get(uid, ()), start=1):
             item = _item(uid, k, rec, done[uid].meta, subsets[uid])
-            validate_item(item, where=f"{ann_path} line {rec.row}")
+            validate_item(item, where=f"{tables.annotations_path} line {rec.row}")
             items.append(item)
-    fold_source, folds_used, fold_of = _assign_folds(
-        items, {uid: subsets[uid] for uid in done}, n_folds, seed, warnings
-    )
-    if items and val_fold not in {item[Keys.FOLD.value] for item in items}:
-        warnings.append(f"no nodule is in fold {val_fold}: the validation list is empty")
-    datalist = {
+    return items
+
+
+def _datalist(
+    items: list[dict[str, Any]],
+    root: Path,
+    tables: _Tables,
+    fold_source: str,
+    folds_used: int,
+    val_fold: int,
+    seed: int,
+    labels: bool,
+) -> dict[str, Any]:
+    """The datalist: its metadata, the items of ``val_fold`` for validation, the others for training, no test."""
+    return {
         "metadata": {
             "format": "lung_nodule_mtl datalist v1",
             "center_world_mm": "RAS world coordinates, mm",
@@ -619,25 +712,34 @@ def prepare_luna16(
             "label_source": LABEL_SOURCE_SPHERE if labels else None,
             "patient_id": "seriesuid (LUNA16 gives no patient ids; in practice one scan per patient)",
             "luna_root": str(root.resolve()),
-            "annotations": str(ann_path.resolve()),
-            "excluded": str(Path(excluded).resolve()) if excluded is not None else None,
-            "candidates": str(Path(candidates).resolve()) if candidates is not None else None,
+            "annotations": str(tables.annotations_path.resolve()),
+            "excluded": str(Path(tables.excluded_path).resolve()) if tables.excluded_path is not None else None,
+            "candidates": str(Path(tables.candidates_path).resolve()) if tables.candidates_path is not None else None,
             "citation": LUNA16_CITATION,
         },
         DatalistSplit.TRAINING.value: [item for item in items if item[Keys.FOLD.value] != val_fold],
         DatalistSplit.VALIDATION.value: [item for item in items if item[Keys.FOLD.value] == val_fold],
         DatalistSplit.TEST.value: [],
     }
-    datalist_path = write_datalist(json_safe(datalist), out / DATALIST_FILE)
 
+
+def _scan_rows(
+    by_uid: dict[str, list[Luna16Scan]],
+    outcomes: dict[str, _Outcome],
+    subsets: dict[str, int | None],
+    fold_source: str,
+    fold_of: dict[str, int],
+    tables: _Tables,
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The rows of ``scans.csv`` (every scan found or annotated), and the findings and candidates outside a scan."""
     rows: list[dict[str, Any]] = []
     excl_outside = cand_outside = 0
-    for uid in sorted(set(by_uid) | set(table)):
+    for uid in sorted(set(by_uid) | set(tables.annotations)):
         scan_outcome = outcomes.get(uid)
         meta = scan_outcome.meta if scan_outcome is not None else {}
         if meta:
-            excl_outside += _n_outside(meta, excl_table.get(uid, ()))
-            cand_outside += _n_outside(meta, cand_table.get(uid, ()))
+            excl_outside += _n_outside(meta, tables.excluded.get(uid, ()))
+            cand_outside += _n_outside(meta, tables.candidates.get(uid, ()))
         fold = fold_of.get(uid, subsets.get(uid) if fold_source == FOLD_SOURCE_SUBSETS else None)
         rows.append(
             {
@@ -645,9 +747,9 @@ def prepare_luna16(
                 "status": scan_outcome.status if scan_outcome is not None else "missing",
                 "subset": subsets.get(uid),
                 "fold": fold,
-                "n_nodules": len(table.get(uid, ())),
-                "n_excluded": len(excl_table.get(uid, ())) if excluded is not None else None,
-                "n_candidates": len(cand_table.get(uid, ())) if candidates is not None else None,
+                "n_nodules": len(tables.annotations.get(uid, ())),
+                "n_excluded": len(tables.excluded.get(uid, ())) if tables.excluded_path is not None else None,
+                "n_candidates": len(tables.candidates.get(uid, ())) if tables.candidates_path is not None else None,
                 "image": meta.get("image"),
                 "label": meta.get("label"),
                 "source": str(by_uid[uid][0].path) if uid in by_uid else None,
@@ -657,20 +759,35 @@ def prepare_luna16(
                 "error": scan_outcome.error if scan_outcome is not None else None,
             }
         )
-    scans_path = atomic_write_csv(rows, out / SCANS_FILE, first_fields=_SCANS_COLUMNS)
+    return rows, excl_outside, cand_outside
+
+
+def _coverage_warnings(excl_outside: int, cand_outside: int, root: Path, found: bool) -> list[str]:
+    """Warnings of excluded findings or candidates outside their scan, and of no scan found."""
+    warnings = []
     if excl_outside:
         warnings.append(f"{excl_outside} excluded finding(s) lie outside their scan")
     if cand_outside:
         warnings.append(f"{cand_outside} candidate(s) lie outside their scan")
-    if not by_uid:
+    if not found:
         warnings.append(f"no .mhd/.mha scan found under {root}")
-    for w in warnings:
-        logger.warning("LUNA16: %s", w)
+    return warnings
 
-    failed = {uid: str(o.error) for uid, o in sorted(outcomes.items()) if o.status == "failed"}
+
+def _scan_counts(
+    by_uid: dict[str, list[Luna16Scan]],
+    outcomes: dict[str, _Outcome],
+    failed: dict[str, str],
+    done: dict[str, _Outcome],
+    items: list[dict[str, Any]],
+    tables: _Tables,
+    missing: list[str],
+) -> dict[str, int]:
+    """The summary's counts of scans, nodules and annotations."""
+    table = tables.annotations
     status = Counter(o.status for o in outcomes.values())
     with_nodules = sum(1 for uid in done if table.get(uid))
-    summary: dict[str, Any] = {
+    return {
         "scans_found": len(by_uid),
         "scans_converted": status.get("converted", 0),
         "scans_skipped": status.get("skipped", 0),
@@ -682,17 +799,15 @@ def prepare_luna16(
         "annotated_scans": len(table),
         "missing_scans": len(missing),
         "nodules_in_missing_scans": sum(len(table[uid]) for uid in missing),
-        "excluded": sum(len(v) for v in excl_table.values()) if excluded is not None else None,
-        "excluded_outside_scan": excl_outside if excluded is not None else None,
-        "candidates": sum(len(v) for v in cand_table.values()) if candidates is not None else None,
-        "candidates_outside_scan": cand_outside if candidates is not None else None,
-        "fold_source": fold_source,
-        "n_folds": folds_used,
-        "splits": {k: len(v) for k, v in datalist.items() if isinstance(v, list)},
-        "label_source": LABEL_SOURCE_SPHERE if labels else None,
-        "datalist": str(datalist_path),
-        "scans_table": str(scans_path),
-        "warnings": warnings,
-        "seconds": round(time.perf_counter() - start, 2),
     }
-    return Luna16Result(summary=summary, failed=failed, missing=missing, datalist=datalist_path)
+
+
+def _table_counts(tables: _Tables, excl_outside: int, cand_outside: int) -> dict[str, int | None]:
+    """The summary's counts of excluded findings and candidates (``None`` where the table was not given)."""
+    excluded, candidates = tables.excluded_path is not None, tables.candidates_path is not None
+    return {
+        "excluded": sum(len(v) for v in tables.excluded.values()) if excluded else None,
+        "excluded_outside_scan": excl_outside if excluded else None,
+        "candidates": sum(len(v) for v in tables.candidates.values()) if candidates else None,
+        "candidates_outside_scan": cand_outside if candidates else None,
+    }

@@ -294,7 +294,7 @@ def _patient_dirs(lidc_root: Path, patients: Sequence[str] | None) -> list[Path]
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _ras(affine: NDArray[np.float64], ijk: Sequence[float]) -> list[float]:
+def _ras(affine: NDArray[np.float64], ijk: Sequence[float] | NDArray[np.float64]) -> list[float]:
     return [float(v) for v in voxel_to_world(affine, np.asarray(ijk, dtype=np.float64))]
 
 
@@ -370,130 +370,257 @@ def convert_scan(source: LidcScanSource, out_dir: str | os.PathLike[str], option
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    reading = source.reading
-    warnings = list(reading.warnings)
+    warnings = list(source.reading.warnings)
+    volume, lookup = _read_series(source, warnings)
+    image_rel = f"{IMAGES_DIR}/{source.scan_id}.nii.gz"
+    write_ct(volume, out / image_rel)
+    masks = _reader_masks(source, lookup, volume.shape, options, warnings)
+    tol = float(options.cluster_tol_mm) if options.cluster_tol_mm is not None else float(volume.spacing_mm[2])
+    clusters = _physical_nodules(masks, volume.affine, tol, options.consensus)
+    items: list[dict[str, Any]] = []
+    nodule_rows: list[dict[str, Any]] = []
+    annotation_rows: list[dict[str, Any]] = []
+    for number, cluster in enumerate(clusters, start=1):
+        nodule = _nodule_facts(source, volume, masks, cluster, str(number), options)
+        _write_nodule_label(volume, nodule, out)
+        nodule_rows.append(_nodule_row(source, volume, nodule, options))
+        annotation_rows += _reader_rows(source, volume, masks, nodule)
+        if not nodule.reason:
+            items.append(_nodule_item(source, volume, nodule, image_rel))
+    annotation_rows += _unplaced_annotation_rows(source, volume, masks, warnings)
+    small_rows = _small_nodule_rows(source, volume, lookup, warnings)
+    non_rows = _non_nodule_rows(source, volume, lookup, warnings)
+    record = {
+        **_scan_summary(source, volume, image_rel, tol),
+        "items": items,
+        "nodules": nodule_rows,
+        "annotations": annotation_rows,
+        "small_nodules": small_rows,
+        "non_nodules": non_rows,
+        "warnings": warnings,
+        "options": _options_dict(options),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    atomic_write_json(json_safe(record), out / RECORDS_DIR / f"{source.scan_id}.json")
+    return record
+
+
+def _read_series(source: LidcScanSource, warnings: list[str]) -> tuple[CTVolume, SliceLookup]:
+    """Read the DICOM series as CT, check it is the one the reading annotates, and match its slices."""
     volume = load_ct(Case(source.scan_id, source.folder, "dicom"))
     warnings += [f"{source.folder}: {w}" for w in volume.warnings]
     series_uid = volume.meta.get("series_uid")
-    if reading.series_uid is not None and series_uid != reading.series_uid:
+    if source.reading.series_uid is not None and series_uid != source.reading.series_uid:
         raise InputError(
             source.folder,
-            f"the series read ({series_uid}) is not the one {source.xml.name} annotates ({reading.series_uid})",
+            f"the series read ({series_uid}) is not the one {source.xml.name} annotates ({source.reading.series_uid})",
         )
     lookup = SliceLookup.from_dicom(source.folder, str(series_uid), volume.affine, volume.shape[2])
     warnings += lookup.warnings
-    image_rel = f"{IMAGES_DIR}/{source.scan_id}.nii.gz"
-    write_ct(volume, out / image_rel)
+    return volume, lookup
 
-    shape = volume.shape
-    spacing = volume.spacing_mm
-    voxel_mm3 = float(abs(np.linalg.det(volume.affine[:3, :3])))
-    large = reading.large_nodules
+
+def _reader_masks(
+    source: LidcScanSource,
+    lookup: SliceLookup,
+    shape: tuple[int, int, int],
+    options: LidcOptions,
+    warnings: list[str],
+) -> list[AnnotationMask]:
+    """Each reader's nodule >= 3 mm as voxels of the scan (in the reading's order)."""
     masks: list[AnnotationMask] = []
-    for nodule in large:
+    for nodule in source.reading.large_nodules:
         m = annotation_mask(nodule, lookup, shape, include_contour=options.include_contour, where=str(source.xml))
         warnings += m.warnings
         masks.append(m)
-    placed = [i for i, m in enumerate(masks) if m.n_rois_placed]
-    tol = float(options.cluster_tol_mm) if options.cluster_tol_mm is not None else float(spacing[2])
-    clusters = [[placed[i] for i in c] for c in cluster_annotations([masks[i] for i in placed], volume.affine, tol)]
+    return masks
 
-    # one physical nodule per cluster, ordered along the slices
+
+@dataclass
+class _Cluster:
+    """One physical nodule: its readers' masks (indices, by reader) and their consensus voxels."""
+
+    members: list[int]
+    cmask: NDArray[np.bool_]
+    vox: NDArray[np.int64]
+    centre_ijk: NDArray[np.float64]
+
+
+def _physical_nodules(
+    masks: Sequence[AnnotationMask], affine: NDArray[np.float64], tol: float, consensus: float
+) -> list[_Cluster]:
+    """The readers' placed masks grouped into physical nodules with their consensus, ordered along the slices."""
+    placed = [i for i, m in enumerate(masks) if m.n_rois_placed]
+    clusters = [[placed[i] for i in c] for c in cluster_annotations([masks[i] for i in placed], affine, tol)]
     built = []
     for cluster in clusters:
         members = sorted(cluster, key=lambda i: masks[i].nodule.reader)
-        offset, cmask, _ = consensus_mask([masks[i] for i in members], options.consensus)
+        offset, cmask, _ = consensus_mask([masks[i] for i in members], consensus)
         vox = np.argwhere(cmask) + np.asarray(offset)
         if len(vox):
             centre_ijk = vox.mean(axis=0)
         else:
             centre_ijk = np.concatenate([masks[i].points_ijk for i in members]).mean(axis=0)
-        built.append((members, offset, cmask, vox, centre_ijk))
-    built.sort(key=lambda b: (float(b[4][2]), float(b[4][1]), float(b[4][0])))
+        built.append(_Cluster(members, cmask, vox, centre_ijk))
+    built.sort(key=lambda b: (float(b.centre_ijk[2]), float(b.centre_ijk[1]), float(b.centre_ijk[0])))
+    return built
 
-    items: list[dict[str, Any]] = []
-    nodule_rows: list[dict[str, Any]] = []
-    annotation_rows: list[dict[str, Any]] = []
-    for number, (members, _offset, cmask, vox, centre_ijk) in enumerate(built, start=1):
-        nodule_id = str(number)
-        case_id = f"{source.scan_id}_{nodule_id}"
-        readers = [masks[i].nodule for i in members]
-        ratings = {name: [r.ratings[name] for r in readers] for name in RATING_NAMES}
-        score = aggregate_rating(ratings["malignancy"], options.rating, integer=False)
-        attributes = {name: aggregate_rating(ratings[name], options.rating, integer=True) for name in ATTRIBUTE_NAMES}
-        centre_ras = _ras(volume.affine, centre_ijk)
-        n_vox = len(vox)
-        eq_diameter = equivalent_diameter_mm(n_vox * voxel_mm3) if n_vox else None
-        reader_diameters = [_outline_diameter_mm(masks[i], spacing[:2]) for i in members]
-        known_diameters = [d for d in reader_diameters if d is not None]
-        reason = ""
-        if len(readers) < options.min_readers:
-            reason = f"marked by {len(readers)} reader(s), fewer than min_readers={options.min_readers}"
-        elif not n_vox:
-            reason = f"empty consensus mask at level {options.consensus:g}"
-        label_rel = f"{LABELS_DIR}/{case_id}.nii.gz" if n_vox else ""
-        if n_vox:
-            full = np.zeros(shape, dtype=np.uint8)
-            full[tuple(vox.T)] = 1
-            write_label_map(volume, full, out / label_rel)
-            del full
-        row: dict[str, Any] = {
-            "case_id": case_id,
-            "scan_id": source.scan_id,
-            "patient_id": source.patient_id,
-            "nodule_id": nodule_id,
-            "seriesuid": series_uid,
-            "n_readers": len(readers),
-            "n_readers_scan": reading.n_readers,
-            "readers": ";".join(str(r.reader) for r in readers),
-            "reader_nodule_ids": ";".join(r.nodule_id for r in readers),
-            "in_datalist": not reason,
-            "excluded_reason": reason,
-            "label": label_rel,
-            **_centre_columns(centre_ras),
-            "center_voxel_i": round(float(centre_ijk[0]), 3),
-            "center_voxel_j": round(float(centre_ijk[1]), 3),
-            "center_voxel_k": round(float(centre_ijk[2]), 3),
-            "consensus_level": options.consensus,
-            "consensus_voxels": n_vox,
-            "volume_mm3": round(n_vox * voxel_mm3, 3),
-            "diameter_mm": None if eq_diameter is None else round(eq_diameter, 4),
-            "max_axial_diameter_mm": round(max_axial_diameter_mm(cmask, spacing[:2]), 4) if n_vox else None,
-            "reader_max_diameter_mm": round(statistics.median(known_diameters), 4) if known_diameters else None,
-            "rating_method": options.rating,
-            "malignancy_score": score,
-            "malignancy": malignancy_label_from_score(score),
-            **attributes,
-            **{f"{name}_ratings": _ratings_text(ratings[name]) for name in RATING_NAMES},
-        }
-        nodule_rows.append(row)
-        for i, d in zip(members, reader_diameters, strict=True):
-            annotation_rows.append(_annotation_row(source, volume, masks[i], nodule_id, voxel_mm3, d))
-        if reason:
-            continue
-        item: dict[str, Any] = {
-            Keys.IMAGE.value: image_rel,
-            Keys.LABEL.value: label_rel,
-            Keys.CASE_ID.value: case_id,
-            Keys.PATIENT_ID.value: source.patient_id,
-            Keys.NODULE_ID.value: nodule_id,
-            Keys.CENTER_WORLD.value: _round(centre_ras),
-            Keys.DIAMETER.value: round(float(eq_diameter or 0.0), 4),
-            Keys.MALIGNANCY.value: malignancy_label_from_score(score),
-            Keys.MALIGNANCY_SCORE.value: score,
-            **attributes,
-            "n_readers": len(readers),
-            "seriesuid": series_uid,
-        }
-        validate_item(item, where=f"{source.xml}: nodule {nodule_id}")
-        items.append(item)
+
+@dataclass
+class _NoduleFacts:
+    """What the tables and the datalist say of one physical nodule (``reason``: why it stays out of the datalist)."""
+
+    nodule_id: str
+    case_id: str
+    cluster: _Cluster
+    readers: list[ReaderNodule]
+    ratings: dict[str, list[int | None]]
+    score: float | int | None
+    attributes: dict[str, float | int | None]
+    centre_ras: list[float]
+    n_vox: int
+    eq_diameter: float | None
+    reader_diameters: list[float | None]
+    reason: str
+    label_rel: str
+
+
+def _voxel_mm3(volume: CTVolume) -> float:
+    """The scan's voxel volume, mm^3."""
+    return float(abs(np.linalg.det(volume.affine[:3, :3])))
+
+
+def _nodule_facts(
+    source: LidcScanSource,
+    volume: CTVolume,
+    masks: Sequence[AnnotationMask],
+    cluster: _Cluster,
+    nodule_id: str,
+    options: LidcOptions,
+) -> _NoduleFacts:
+    """Ratings, centre, size and datalist eligibility of physical nodule ``nodule_id``."""
+    readers = [masks[i].nodule for i in cluster.members]
+    ratings = {name: [r.ratings[name] for r in readers] for name in RATING_NAMES}
+    n_vox = len(cluster.vox)
+    reason = ""
+    if len(readers) < options.min_readers:
+        reason = f"marked by {len(readers)} reader(s), fewer than min_readers={options.min_readers}"
+    elif not n_vox:
+        reason = f"empty consensus mask at level {options.consensus:g}"
+    case_id = f"{source.scan_id}_{nodule_id}"
+    return _NoduleFacts(
+        nodule_id=nodule_id,
+        case_id=case_id,
+        cluster=cluster,
+        readers=readers,
+        ratings=ratings,
+        score=aggregate_rating(ratings["malignancy"], options.rating, integer=False),
+        attributes={name: aggregate_rating(ratings[name], options.rating, integer=True) for name in ATTRIBUTE_NAMES},
+        centre_ras=_ras(volume.affine, cluster.centre_ijk),
+        n_vox=n_vox,
+        eq_diameter=equivalent_diameter_mm(n_vox * _voxel_mm3(volume)) if n_vox else None,
+        reader_diameters=[_outline_diameter_mm(masks[i], volume.spacing_mm[:2]) for i in cluster.members],
+        reason=reason,
+        label_rel=f"{LABELS_DIR}/{case_id}.nii.gz" if n_vox else "",
+    )
+
+
+def _write_nodule_label(volume: CTVolume, nodule: _NoduleFacts, out: Path) -> None:
+    """The nodule's consensus mask (0/1) on the scan's grid, if it has a voxel."""
+    if nodule.n_vox:
+        full = np.zeros(volume.shape, dtype=np.uint8)
+        full[tuple(nodule.cluster.vox.T)] = 1
+        write_label_map(volume, full, out / nodule.label_rel)
+        del full
+
+
+def _nodule_row(source: LidcScanSource, volume: CTVolume, nodule: _NoduleFacts, options: LidcOptions) -> dict[str, Any]:
+    """The nodule's row of ``nodules.csv``."""
+    centre_ijk, n_vox, readers = nodule.cluster.centre_ijk, nodule.n_vox, nodule.readers
+    known_diameters = [d for d in nodule.reader_diameters if d is not None]
+    return {
+        "case_id": nodule.case_id,
+        "scan_id": source.scan_id,
+        "patient_id": source.patient_id,
+        "nodule_id": nodule.nodule_id,
+        "seriesuid": volume.meta.get("series_uid"),
+        "n_readers": len(readers),
+        "n_readers_scan": source.reading.n_readers,
+        "readers": ";".join(str(r.reader) for r in readers),
+        "reader_nodule_ids": ";".join(r.nodule_id for r in readers),
+        "in_datalist": not nodule.reason,
+        "excluded_reason": nodule.reason,
+        "label": nodule.label_rel,
+        **_centre_columns(nodule.centre_ras),
+        "center_voxel_i": round(float(centre_ijk[0]), 3),
+        "center_voxel_j": round(float(centre_ijk[1]), 3),
+        "center_voxel_k": round(float(centre_ijk[2]), 3),
+        "consensus_level": options.consensus,
+        "consensus_voxels": n_vox,
+        "volume_mm3": round(n_vox * _voxel_mm3(volume), 3),
+        "diameter_mm": None if nodule.eq_diameter is None else round(nodule.eq_diameter, 4),
+        "max_axial_diameter_mm": (
+            round(max_axial_diameter_mm(nodule.cluster.cmask, volume.spacing_mm[:2]), 4) if n_vox else None
+        ),
+        "reader_max_diameter_mm": round(statistics.median(known_diameters), 4) if known_diameters else None,
+        "rating_method": options.rating,
+        "malignancy_score": nodule.score,
+        "malignancy": malignancy_label_from_score(nodule.score),
+        **nodule.attributes,
+        **{f"{name}_ratings": _ratings_text(nodule.ratings[name]) for name in RATING_NAMES},
+    }
+
+
+def _reader_rows(
+    source: LidcScanSource, volume: CTVolume, masks: Sequence[AnnotationMask], nodule: _NoduleFacts
+) -> list[dict[str, Any]]:
+    """The ``annotations.csv`` rows of the readers' marks of the nodule."""
+    voxel_mm3 = _voxel_mm3(volume)
+    return [
+        _annotation_row(source, volume, masks[i], nodule.nodule_id, voxel_mm3, d)
+        for i, d in zip(nodule.cluster.members, nodule.reader_diameters, strict=True)
+    ]
+
+
+def _nodule_item(source: LidcScanSource, volume: CTVolume, nodule: _NoduleFacts, image_rel: str) -> dict[str, Any]:
+    """The nodule's datalist item (checked)."""
+    item: dict[str, Any] = {
+        Keys.IMAGE.value: image_rel,
+        Keys.LABEL.value: nodule.label_rel,
+        Keys.CASE_ID.value: nodule.case_id,
+        Keys.PATIENT_ID.value: source.patient_id,
+        Keys.NODULE_ID.value: nodule.nodule_id,
+        Keys.CENTER_WORLD.value: _round(nodule.centre_ras),
+        Keys.DIAMETER.value: round(float(nodule.eq_diameter or 0.0), 4),
+        Keys.MALIGNANCY.value: malignancy_label_from_score(nodule.score),
+        Keys.MALIGNANCY_SCORE.value: nodule.score,
+        **nodule.attributes,
+        "n_readers": len(nodule.readers),
+        "seriesuid": volume.meta.get("series_uid"),
+    }
+    validate_item(item, where=f"{source.xml}: nodule {nodule.nodule_id}")
+    return item
+
+
+def _unplaced_annotation_rows(
+    source: LidcScanSource, volume: CTVolume, masks: Sequence[AnnotationMask], warnings: list[str]
+) -> list[dict[str, Any]]:
+    """The ``annotations.csv`` rows of readers' nodules none of whose outlines matched a slice, with a warning."""
+    rows = []
+    voxel_mm3 = _voxel_mm3(volume)
     for m in masks:
         if not m.n_rois_placed:
-            annotation_rows.append(_annotation_row(source, volume, m, "", voxel_mm3, None))
+            rows.append(_annotation_row(source, volume, m, "", voxel_mm3, None))
             warnings.append(f"{source.xml}: reader {m.nodule.reader} nodule {m.nodule.nodule_id!r}: no ROI placed")
+    return rows
 
+
+def _small_nodule_rows(
+    source: LidcScanSource, volume: CTVolume, lookup: SliceLookup, warnings: list[str]
+) -> list[dict[str, Any]]:
+    """The ``nodules_small.csv`` rows: the readers' nodules < 3 mm (one point each) with their ratings."""
     small_rows = []
-    for nodule in reading.small_nodules:
+    for nodule in source.reading.small_nodules:
         roi = nodule.rois[0]
         if len(nodule.rois) > 1:
             warnings.append(
@@ -507,44 +634,46 @@ def convert_scan(source: LidcScanSource, out_dir: str | os.PathLike[str], option
         if small_row is not None:
             small_row.update({name: nodule.ratings[name] for name in RATING_NAMES})
             small_rows.append(small_row)
+    return small_rows
+
+
+def _non_nodule_rows(
+    source: LidcScanSource, volume: CTVolume, lookup: SliceLookup, warnings: list[str]
+) -> list[dict[str, Any]]:
+    """The ``non_nodules.csv`` rows: the readers' non-nodule marks."""
     non_rows = []
-    for mark in reading.non_nodules:
+    for mark in source.reading.non_nodules:
         non_row = _point_row(
             source, volume, lookup, "non-nodule", mark.reader, mark.radiologist_id, mark.mark_id, mark.point,
             mark.z_position, mark.sop_uid, warnings,
         )  # fmt: skip
         if non_row is not None:
             non_rows.append(non_row)
+    return non_rows
 
-    record = {
+
+def _scan_summary(source: LidcScanSource, volume: CTVolume, image_rel: str, tol: float) -> dict[str, Any]:
+    """The record's description of the scan: sources, geometry, readers."""
+    reading = source.reading
+    return {
         "scan_id": source.scan_id,
         "patient_id": source.patient_id,
         "xml": str(source.xml),
         "dicom_folder": str(source.folder),
-        "seriesuid": series_uid,
+        "seriesuid": volume.meta.get("series_uid"),
         "image": image_rel,
         "geometry": {
-            "shape": list(shape),
-            "spacing_mm": _round(spacing, 6),
+            "shape": list(volume.shape),
+            "spacing_mm": _round(volume.spacing_mm, 6),
             "affine_ras": np.round(volume.affine, 6).tolist(),
             "hu_min": volume.meta.get("hu_min"),
             "hu_max": volume.meta.get("hu_max"),
         },
         "n_readers": reading.n_readers,
         "radiologist_ids": reading.radiologist_ids,
-        "n_reader_nodules": len(large),
+        "n_reader_nodules": len(reading.large_nodules),
         "cluster_tol_mm": tol,
-        "items": items,
-        "nodules": nodule_rows,
-        "annotations": annotation_rows,
-        "small_nodules": small_rows,
-        "non_nodules": non_rows,
-        "warnings": warnings,
-        "options": _options_dict(options),
-        "seconds": round(time.perf_counter() - start, 3),
     }
-    atomic_write_json(json_safe(record), out / RECORDS_DIR / f"{source.scan_id}.json")
-    return record
 
 
 def _outline_diameter_mm(mask: AnnotationMask, spacing_ij: Sequence[float]) -> float | None:
