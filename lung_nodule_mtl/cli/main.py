@@ -6,6 +6,7 @@ everything the command line can do is importable too::
     lung-nodule-mtl synth --out data/synthetic --cases 24 --seed 0 --mode crops
     lung-nodule-mtl synth --out data/growth --cases 24 --seed 0 --mode growth
     lung-nodule-mtl prepare-vois --vois ../shared/data/lidc_vois --out data/lidc_vois --folds 5
+    lung-nodule-mtl prepare-vois --vois external_vois/ --out data/external --folds 1   # all in 'test'
     lung-nodule-mtl export-bundle --out dist/lung_nodule_ct_mtl_v0.1.0.zip
     lung-nodule-mtl predict -i scans/ -o predictions/ [--nodules annotations.csv] [--qc]
     lung-nodule-mtl cross-validate --dataset-dir data/lidc_vois --out runs/cv --jobs 2 --threads 1
@@ -31,6 +32,16 @@ from lung_nodule_mtl.cli.luna16 import register as register_luna16
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("lung_nodule_mtl")
+
+EVALUATE_TEST_COMMAND = (
+    "python -m monai.bundle run evaluating --meta_file bundle/configs/metadata.json --config_file "
+    "\"['bundle/configs/train.yaml','bundle/configs/train_scans.yaml','bundle/configs/evaluate.yaml']\" "
+    "--logging_file bundle/configs/logging.conf --dataset_dir {dataset_dir} --eval_split test "
+    "--ckpt_file bundle/models/model.pt --output_dir eval/test"
+)
+"""The bundle's ``evaluating`` of the released weights on the ``test`` list of ``{dataset_dir}/datalist.json``
+(``prepare-vois --folds 1``), from the repository root; weights trained with ``train.yaml`` alone: without
+``train_scans.yaml``, with their ``--ckpt_file``."""
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -58,7 +69,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         **options,
     )
-    print_summary(f"Synthetic chest CT ({args.mode}) written to {args.out}", summary)
+    print_summary(f"Synthetic chest CT ({args.mode}) written to {args.out}", summary, skip=("notes",))
+    for note in summary["notes"]:
+        print(f"  note: {note}")
     return 0
 
 
@@ -73,7 +86,11 @@ def _cmd_prepare_vois(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction,
         seed=args.seed,
     )
-    print_summary(f"LIDC-IDRI VOI datalist written to {summary['datalist']}", summary)
+    print_summary(f"LIDC-IDRI VOI datalist written to {summary['datalist']}", summary, skip=("notes",))
+    for note in summary["notes"]:
+        print(f"  note: {note}")
+    if args.folds == 1:
+        print(f"  evaluate it: {EVALUATE_TEST_COMMAND.format(dataset_dir=args.out)}")
     print(f"  Data: {LIDC_CITATION}")
     return 0
 
@@ -118,8 +135,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _add_split_args(p: argparse.ArgumentParser, test_fraction: float) -> None:
-    p.add_argument("--folds", type=int, default=5, help="patient-level cross-validation folds (default: 5)")
+def _add_split_args(
+    p: argparse.ArgumentParser,
+    test_fraction: float,
+    folds_help: str = "patient-level cross-validation folds, fewer (with a note) for fewer patients (default: 5)",
+) -> None:
+    p.add_argument("--folds", type=int, default=5, help=folds_help)
     p.add_argument(
         "--test-fraction",
         type=float,
@@ -192,12 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare-vois",
         help="write a datalist for the LIDC-IDRI nodule crops (image/, nodule_mask/, nodules.csv)",
         description="Build the project's datalist for a folder of LIDC-IDRI VOIs, split by patient into folds. "
-        "Images are referenced in place, not copied.",
+        "Images are referenced in place, not copied. With --folds 1 (an external test set) every nodule goes in "
+        "'test'; evaluate the released weights on it, from the repository root, with: "
+        + EVALUATE_TEST_COMMAND.format(dataset_dir="OUT")
+        + " (weights trained with train.yaml alone: leave train_scans.yaml out and give their --ckpt_file).",
     )
     p.add_argument("--vois", required=True, help="folder holding nodules.csv, image/ and nodule_mask/")
     p.add_argument("--out", required=True, help="output folder for datalist.json")
     p.add_argument("--val-fold", type=int, default=0, help="fold used as the 'validation' list (default: 0)")
-    _add_split_args(p, test_fraction=0.0)
+    _add_split_args(
+        p,
+        test_fraction=0.0,
+        folds_help="patient-level cross-validation folds, fewer (with a note) for fewer patients; 1: an "
+        "evaluation-only datalist, every nodule in 'test', no folds, empty 'training'/'validation' (default: 5)",
+    )
     p.set_defaults(func=_cmd_prepare_vois)
 
     p = sub.add_parser(

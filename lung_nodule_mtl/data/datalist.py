@@ -40,6 +40,7 @@ __all__ = [
     "attribute_class_weights",
     "build_datalist",
     "build_datalist_or_fewer_folds",
+    "build_test_datalist",
     "load_datalist",
     "patient_folds",
     "read_splits",
@@ -223,7 +224,11 @@ def build_datalist_or_fewer_folds(
     n_test = round(test_fraction * len(patients))
     folds = min(n_folds, len(patients) - n_test)
     if folds >= 2:
-        notes = [] if folds == n_folds else [f"{len(patients) - n_test} patients outside 'test': {folds} folds"]
+        notes = (
+            []
+            if folds == n_folds
+            else [f"{len(patients) - n_test} patients outside 'test': {folds} folds instead of {n_folds}"]
+        )
         datalist = build_datalist(
             items_, folds, min(val_fold, folds - 1), test_fraction=test_fraction, seed=seed, metadata=metadata
         )
@@ -237,7 +242,37 @@ def build_datalist_or_fewer_folds(
         DatalistSplit.VALIDATION.value: [],
         DatalistSplit.TEST.value: [],
     }
-    return datalist, [f"{len(patients)} patient(s): too few for folds and a test split; every item in 'training'"]
+    return datalist, [
+        f"{len(patients)} patient(s): too few for folds and a test split; every item in 'training' (fold 0), "
+        "no 'validation' or 'test'"
+    ]
+
+
+def build_test_datalist(
+    items: Iterable[Mapping[str, Any]], seed: int = 0, metadata: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """An evaluation-only datalist (an external test set): every item in ``test``, none in ``training``/``validation``.
+
+    The items get no ``fold`` (as the ``test`` items of :func:`build_datalist`); ``metadata`` records
+    ``n_folds`` 1, ``val_fold`` null and ``test_fraction`` 1.0. :func:`load_datalist`/:func:`read_splits` read it
+    like any other datalist (``training`` and ``validation`` empty, also with a ``val_fold``); the bundle's
+    ``evaluating`` scores it with ``--eval_split test``.
+
+    Args:
+        items: nodule items (validated with :func:`validate_item`).
+        seed: recorded in the metadata (nothing is drawn).
+        metadata: extra provenance to record under ``"metadata"``.
+    """
+    listed = [{k: v for k, v in dict(item).items() if k != Keys.FOLD} for item in items]
+    for i, item in enumerate(listed):
+        validate_item(item, where=f"item {i} ({item.get(Keys.CASE_ID, item.get(Keys.IMAGE))})")
+    extra = {"split": "evaluation only: every item in 'test'", **(metadata or {})}
+    return {
+        "metadata": _metadata(1, None, 1.0, seed, extra),
+        DatalistSplit.TRAINING.value: [],
+        DatalistSplit.VALIDATION.value: [],
+        DatalistSplit.TEST.value: listed,
+    }
 
 
 def attribute_class_weights(

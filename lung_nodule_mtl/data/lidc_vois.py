@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import numbers
 import os
 import time
 from collections import Counter
@@ -33,7 +34,7 @@ import nibabel as nib
 import numpy as np
 
 from lung_nodule_mtl.constants import Attribute, Keys, lps_to_ras, malignancy_label_from_score
-from lung_nodule_mtl.data.datalist import build_datalist, write_datalist
+from lung_nodule_mtl.data.datalist import build_datalist_or_fewer_folds, build_test_datalist, write_datalist
 
 __all__ = ["LIDC_CITATION", "prepare_vois", "read_voi_table", "voi_item"]
 
@@ -196,12 +197,17 @@ def prepare_vois(
     test_fraction: float = 0.0,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Write ``out_dir/datalist.json`` for the LIDC VOIs, split into patient-level folds.
+    """Write ``out_dir/datalist.json`` for the LIDC VOIs, split into patient-level folds (or all ``test``).
 
     Args:
         vois_dir: folder with ``nodules.csv``, ``image/`` and ``nodule_mask/``.
         out_dir: where the datalist is written (atomically); images stay where they are.
-        n_folds: number of patient-level cross-validation folds.
+        n_folds: number of patient-level cross-validation folds (fewer, with a note, when there are fewer
+            patients: :func:`~lung_nodule_mtl.data.datalist.build_datalist_or_fewer_folds`). ``1``: an
+            evaluation-only datalist for an external test set, every item in ``test``, no ``fold``, empty
+            ``training``/``validation`` (:func:`~lung_nodule_mtl.data.datalist.build_test_datalist`;
+            ``val_fold`` and ``test_fraction`` do not apply); the bundle's ``evaluating`` scores it with
+            ``--dataset_dir <out_dir> --eval_split test``.
         val_fold: fold used as the ``validation`` list.
         test_fraction: fraction of patients held out as ``test`` (default none: the project's own
             test patients are not in this folder).
@@ -209,9 +215,16 @@ def prepare_vois(
 
     Returns:
         A summary: counts of nodules and patients, malignancy labels, centres taken from the mask,
-        per-split counts, the datalist path and the seconds taken.
+        per-split counts, the folds made, notes (what was reduced, if anything), the datalist path and the
+        seconds taken.
     """
     start = time.perf_counter()
+    if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral) or n_folds < 1:
+        raise ValueError(f"n_folds must be an integer >= 1 (1: every item in 'test'), got {n_folds!r}.")
+    if n_folds > 1 and not 0 <= val_fold < n_folds:
+        raise ValueError(f"val_fold must be in 0..{n_folds - 1}, got {val_fold}.")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
     vois = Path(vois_dir)
     if not vois.is_dir():
         raise FileNotFoundError(f"LIDC VOI folder not found: {str(vois)!r}.")
@@ -222,14 +235,13 @@ def prepare_vois(
     duplicated = sorted(c for c, n in case_ids.items() if n > 1)
     if duplicated:
         raise ValueError(f"{table}: nodules listed more than once: {duplicated[:5]}.")
-    datalist = build_datalist(
-        items,
-        n_folds=n_folds,
-        val_fold=val_fold,
-        test_fraction=test_fraction,
-        seed=seed,
-        metadata={"source": "LIDC-IDRI VOIs", "vois_dir": str(vois.resolve()), "citation": LIDC_CITATION},
-    )
+    metadata = {"source": "LIDC-IDRI VOIs", "vois_dir": str(vois.resolve()), "citation": LIDC_CITATION}
+    notes: list[str] = []
+    if n_folds == 1:
+        datalist = build_test_datalist(items, seed=seed, metadata=metadata)
+        notes.append("1 fold asked for: every item in 'test' (evaluation only: no training/validation, no folds)")
+    else:
+        datalist, notes = build_datalist_or_fewer_folds(items, n_folds, val_fold, test_fraction, seed, metadata)
     path = write_datalist(datalist, Path(out_dir) / "datalist.json")
     labels = Counter(item[Keys.MALIGNANCY] for item in items)
     return {
@@ -241,6 +253,7 @@ def prepare_vois(
         "indeterminate": labels.get(-1, 0),
         "centres_from_mask": sum(item["center_source"] == "mask" for item in items),
         "splits": {k: len(v) for k, v in datalist.items() if isinstance(v, list)},
-        "n_folds": n_folds,
+        "n_folds": datalist["metadata"]["n_folds"],
+        "notes": notes,
         "seconds": round(time.perf_counter() - start, 2),
     }

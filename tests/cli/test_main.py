@@ -38,6 +38,21 @@ def test_synth_scans_with_shape(tmp_path: Path) -> None:
     assert (out / "annotations.csv").read_text().startswith("seriesuid,coordX,coordY,coordZ,diameter_mm")
 
 
+def test_synth_one_scan_then_predict_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``synth --cases 1 --mode scans`` (one scan to try ``predict`` on) runs, with a note on the folds."""
+    out = tmp_path / "one"
+    assert main(["synth", "--out", str(out), "--cases", "1", "--mode", "scans", "--scan-shape", "40", "40", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: 1 patient(s): too few for folds and a test split" in printed
+    from lung_nodule_mtl.io.ct import find_cases, load_ct
+
+    cases = find_cases(out / "images")  # what `predict -i OUT/images` runs on
+    assert [case.case_id for case in cases] == ["SYN-0001"] and load_ct(cases[0]).shape == (40, 40, 20)
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert datalist["validation"] == datalist["test"] == [] and len(datalist["training"]) >= 1
+    assert {item["fold"] for item in datalist["training"]} == {0}
+
+
 def test_bad_input_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "no_vois"
     assert main(["prepare-vois", "--vois", str(missing), "--out", str(tmp_path / "o")]) == 1

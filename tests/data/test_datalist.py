@@ -11,6 +11,7 @@ from lung_nodule_mtl.constants import Keys
 from lung_nodule_mtl.data.datalist import (
     build_datalist,
     build_datalist_or_fewer_folds,
+    build_test_datalist,
     load_datalist,
     patient_folds,
     select_fold,
@@ -155,3 +156,19 @@ def test_fewer_folds_for_few_patients(n_patients: int, folds: int, reduced: bool
     if folds == 1:
         assert datalist["validation"] == [] and datalist["test"] == [] and "too few" in notes[0]
         assert {i["fold"] for i in datalist["training"]} == {0}
+
+
+def test_test_only_datalist(tmp_path) -> None:
+    items = [{**item, "fold": 3} for item in make_items(4)]  # folds of an earlier split are dropped
+    datalist = build_test_datalist(items, seed=2, metadata={"source": "external"})
+    assert datalist["training"] == [] and datalist["validation"] == [] and len(datalist["test"]) == len(items)
+    assert all("fold" not in item for item in datalist["test"])
+    assert [i["case_id"] for i in datalist["test"]] == [i["case_id"] for i in items]
+    meta = datalist["metadata"]
+    assert (meta["n_folds"], meta["val_fold"], meta["test_fraction"], meta["seed"], meta["source"]) == (
+        1, None, 1.0, 2, "external"
+    )  # fmt: skip
+    path = write_datalist(datalist, tmp_path / "datalist.json")
+    assert select_fold(json.loads(path.read_text()), 0)["validation"] == []  # a val_fold does not fail
+    with pytest.raises(ValueError, match="center_world_mm"):
+        build_test_datalist([{k: v for k, v in items[0].items() if k != Keys.CENTER_WORLD}])

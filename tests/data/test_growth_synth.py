@@ -348,6 +348,26 @@ def test_cli_growth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (out / "growth.csv").is_file()
 
 
+def test_cli_growth_four_cases_fewer_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``synth --cases 4 --mode growth`` (default 5 folds, test fraction 0.2): 1 test patient, 3 folds, a note."""
+    out = tmp_path / "growth4"
+    assert main(["synth", "--out", str(out), "--mode", "growth", "--cases", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: 3 patients outside 'test': 3 folds instead of 5" in printed
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert datalist["metadata"]["n_folds"] == 3 and datalist["metadata"]["val_fold"] == 0
+    pooled = datalist["training"] + datalist["validation"]
+    fold_of = {it["patient_id"]: it["fold"] for it in pooled}
+    assert sorted(fold_of.values()) == [0, 1, 2] and {it["fold"] for it in datalist["validation"]} == {0}
+    test_patients = {it["patient_id"] for it in datalist["test"]}
+    assert len(test_patients) == 1 and not test_patients & set(fold_of)
+    assert len(fold_of) + len(test_patients) == 4
+    with open(out / "growth.csv", newline="") as f:
+        split_of = {r["case_id"]: r["split"] for r in csv.DictReader(f)}
+    assert split_of == {it["case_id"]: s for s in ("training", "validation", "test") for it in datalist[s]}
+    assert len(load_datalist(out / "datalist.json", "test")) == len(datalist["test"]) >= 1
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [

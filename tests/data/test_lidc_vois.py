@@ -10,12 +10,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from lung_nodule_mtl.cli.main import EVALUATE_TEST_COMMAND, main
 from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, Keys
-from lung_nodule_mtl.data.datalist import load_datalist
+from lung_nodule_mtl.data.datalist import load_datalist, read_splits
 from lung_nodule_mtl.data.lidc_vois import _REQUIRED_COLUMNS, prepare_vois
 
 AFFINE = np.array([[-0.7, 0, 0, 30.0], [0, -0.7, 0, 40.0], [0, 0, 2.5, -120.0], [0, 0, 0, 1.0]])  # L,P,S like LIDC
 SHAPE = (24, 24, 8)
+BUNDLE_CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
 
 
 def _write_voi(root: Path, patient: str, nodule: int, centre_vox: tuple[int, int, int]) -> list[float]:
@@ -175,3 +177,67 @@ def test_real_vois(shared_data: Path, tmp_path: Path) -> None:
     first = next(i for i in items if i["case_id"] == "LIDC-IDRI-0001_R_1")
     np.testing.assert_allclose(first["center_world_mm"], [-56.2084, -86.3434, -115.8676], atol=1e-3)
     assert first["malignancy_score"] == 5
+
+
+def test_one_fold_is_an_evaluation_only_test_split(voi_dir: Path, tmp_path: Path) -> None:
+    """``n_folds=1`` (an external test set): every nodule in 'test', no folds, the loaders read it."""
+    summary = prepare_vois(voi_dir, tmp_path / "out", n_folds=1)
+    assert summary["splits"] == {"training": 0, "validation": 0, "test": 9} and summary["n_folds"] == 1
+    assert len(summary["notes"]) == 1 and "every item in 'test'" in summary["notes"][0]
+    data = json.loads(Path(summary["datalist"]).read_text())
+    assert data["training"] == [] and data["validation"] == [] and len(data["test"]) == 9
+    assert all("fold" not in item for item in data["test"])
+    meta = data["metadata"]
+    assert (meta["n_folds"], meta["val_fold"], meta["test_fraction"]) == (1, None, 1.0)
+    assert meta["source"] == "LIDC-IDRI VOIs"
+    test = load_datalist(summary["datalist"], "test")
+    rows = list(csv.DictReader(open(voi_dir / "nodules.csv")))
+    assert sorted(i["case_id"] for i in test) == sorted(f"{r['patient_id']}_R_{r['nodule_id']}" for r in rows)
+    assert all(Path(i["image"]).is_file() and Path(i["label"]).is_file() for i in test)
+    for val_fold in (None, 0):  # as training/evaluating read it, with or without --val_fold
+        splits = read_splits(summary["datalist"], val_fold)
+        assert splits["training"] == [] and splits["validation"] == [] and len(splits["test"]) == 9
+
+
+def test_evaluate_config_reads_the_test_split(voi_dir: Path, tmp_path: Path) -> None:
+    """The documented ``evaluating --dataset_dir OUT --eval_split test`` scores the 'test' list of --folds 1."""
+    from monai.bundle import ConfigParser
+
+    summary = prepare_vois(voi_dir, tmp_path / "out", n_folds=1)
+    expected = [(i["case_id"], i["image"]) for i in load_datalist(summary["datalist"], "test")]
+    for split, n in (("test", 9), ("validation", 0)):  # evaluate.yaml's default split is 'validation': empty here
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLE_CONFIGS / "train.yaml"), str(BUNDLE_CONFIGS / "evaluate.yaml")])
+        parser.update({"dataset_dir": str(tmp_path / "out"), "eval_split": split, "bundle_root": str(tmp_path)})
+        data = parser.get_parsed_content("validate#dataset#data")
+        assert len(data) == n and [(i["case_id"], i["image"]) for i in data] == expected[:n]
+    assert f"--dataset_dir {tmp_path / 'out'} --eval_split test" in EVALUATE_TEST_COMMAND.format(
+        dataset_dir=tmp_path / "out"
+    )
+
+
+def test_cli_one_fold(voi_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ext"
+    assert main(["prepare-vois", "--vois", str(voi_dir), "--out", str(out), "--folds", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert '{"training": 0, "validation": 0, "test": 9}' in printed and "note: 1 fold asked for" in printed
+    assert "evaluating" in printed and f"--dataset_dir {out} --eval_split test" in printed
+    data = json.loads((out / "datalist.json").read_text())
+    assert len(data["test"]) == 9 and not data["training"] and not data["validation"]
+
+
+def test_fewer_folds_for_few_patients(voi_dir: Path, tmp_path: Path) -> None:
+    summary = prepare_vois(voi_dir, tmp_path / "out", n_folds=10)  # 6 patients
+    assert summary["n_folds"] == 6 and summary["notes"] == ["6 patients outside 'test': 6 folds instead of 10"]
+    data = json.loads(Path(summary["datalist"]).read_text())
+    assert sorted({i["fold"] for i in data["training"] + data["validation"]}) == list(range(6))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"n_folds": 0}, "n_folds must be an integer >= 1"), ({"n_folds": 3, "val_fold": 3}, "val_fold must be in 0..2")],
+)
+def test_ill_folds(voi_dir: Path, tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        prepare_vois(voi_dir, tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()

@@ -14,7 +14,7 @@ import pytest
 from scipy import ndimage
 
 from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, Attribute, Keys, malignancy_label_from_score
-from lung_nodule_mtl.data.datalist import load_datalist
+from lung_nodule_mtl.data.datalist import load_datalist, read_splits
 from lung_nodule_mtl.data.synthetic import (
     SynthConfig,
     SyntheticVolume,
@@ -360,6 +360,32 @@ def test_out_dir_protection(tmp_path: Path) -> None:
     assert (tmp_path / "other" / "notes.txt").read_text() == "keep me"
 
 
+def test_one_scan_gets_no_folds(tmp_path: Path) -> None:
+    """``synth --cases 1 --mode scans`` (a scan to try ``predict`` on): no folds, no test split, with a note."""
+    summary = synthesize_dataset(tmp_path / "one", cases=1, seed=3, mode="scans", scan_shape=TINY_SCAN)
+    assert summary["n_folds"] == 1 and summary["patients"] == 1 and summary["nodules"] >= 1
+    assert summary["splits"] == {"training": summary["nodules"], "validation": 0, "test": 0}
+    assert len(summary["notes"]) == 1 and "1 patient(s): too few for folds" in summary["notes"][0]
+    data = json.loads((tmp_path / "one" / "datalist.json").read_text())
+    assert data["metadata"]["n_folds"] == 1 and {item["fold"] for item in data["training"]} == {0}
+    assert [p.name for p in (tmp_path / "one" / "images").iterdir()] == ["SYN-0001.nii.gz"]
+    splits = read_splits(tmp_path / "one" / "datalist.json", val_fold=0)  # training's own re-split: all validation
+    assert splits["training"] == [] and len(splits["validation"]) == summary["nodules"]
+    assert all(Path(item[Keys.IMAGE]).is_file() for item in splits["validation"])
+
+
+@pytest.mark.parametrize(("cases", "folds", "test"), [(3, 2, 1), (4, 3, 1), (6, 5, 1)])
+def test_fewer_folds_for_few_cases(tmp_path: Path, cases: int, folds: int, test: int) -> None:
+    summary = synthesize_dataset(tmp_path / "few", cases=cases, seed=1, test_fraction=0.2, val_fold=4)
+    data = json.loads((tmp_path / "few" / "datalist.json").read_text())
+    assert summary["n_folds"] == data["metadata"]["n_folds"] == folds
+    note = f"{cases - test} patients outside 'test': {folds} folds instead of 5"
+    assert summary["notes"] == ([] if folds == 5 else [note])
+    assert len({item["patient_id"] for item in data["test"]}) == test
+    assert {item["fold"] for item in data["training"] + data["validation"]} == set(range(folds))
+    assert {item["fold"] for item in data["validation"]} == {min(4, folds - 1)}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -371,7 +397,6 @@ def test_out_dir_protection(tmp_path: Path) -> None:
         ({"n_folds": 1}, "n_folds"),
         ({"test_fraction": 1.0}, "test_fraction"),
         ({"val_fold": 5}, "val_fold"),
-        ({"cases": 3, "n_folds": 3}, "n_folds"),
         ({"crop_size_xy": 8}, "crop_size_xy"),
         ({"diameter_mm": (1.0, 40.0)}, "diameter_mm"),
         ({"slice_mm": (2.0, 1.0)}, "slice_mm"),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lung_nodule_mtl.constants import Keys, ras_to_lps
-from lung_nodule_mtl.data.datalist import build_datalist, write_datalist
+from lung_nodule_mtl.data.datalist import build_datalist_or_fewer_folds, write_datalist
 from lung_nodule_mtl.data.synthetic import config as C
 from lung_nodule_mtl.data.synthetic.anatomy import Patient, draw_patient
 from lung_nodule_mtl.data.synthetic.config import MODES, SynthConfig, make_config
@@ -342,13 +342,21 @@ def synthesize_dataset(
 
     Layout: ``out_dir/images/<case>.nii.gz`` (int16 HU), ``out_dir/labels/<case>.nii.gz`` (uint8
     0/1 nodule mask, same affine), ``out_dir/datalist.json`` (one item per nodule, paths relative to
-    ``out_dir``, split by patient with :func:`~lung_nodule_mtl.data.datalist.build_datalist`); in
+    ``out_dir``, split by patient with :func:`~lung_nodule_mtl.data.datalist.build_datalist_or_fewer_folds`); in
     ``scans`` mode also ``out_dir/annotations.csv`` in LUNA16's format (``seriesuid, coordX, coordY,
     coordZ, diameter_mm``, centres in **LPS** world mm). In ``crops`` mode a case is ``<patient>_<n>``
     (one crop per nodule), in ``scans`` mode ``<patient>`` (the seriesuid). In ``growth`` mode each
     nodule gives a baseline/follow-up pair ``<patient>_<n>_t0`` / ``<patient>_<n>_t1`` on one grid, one
     datalist item per pair with the growth truth, and ``out_dir/growth.csv`` (see
     :mod:`lung_nodule_mtl.data.synthetic.growth`). Every file is written atomically.
+
+    Small sets get fewer folds, as the converters do (the one rule,
+    :func:`~lung_nodule_mtl.data.datalist.build_datalist_or_fewer_folds`), and the summary's ``notes`` say so:
+    with fewer non-test patients than ``n_folds``, one fold per non-test patient (e.g. 4 cases, test fraction
+    0.2: 1 test patient, 3 folds); with fewer than two patients outside ``test`` (e.g. ``cases=1``), no folds
+    and no test split: every item in ``training`` with ``fold`` 0, ``validation`` and ``test`` empty. That
+    datalist is what the loaders (:func:`~lung_nodule_mtl.data.datalist.read_splits`, training with or without
+    ``val_fold`` 0) accept; ``predict`` needs no datalist (``lung-nodule-mtl predict -i <out_dir>/images``).
 
     Args:
         out_dir: output folder: new, empty, or a previous (even interrupted) synthetic data set, whose
@@ -357,17 +365,19 @@ def synthesize_dataset(
         cases: number of patients (``>= 1``).
         seed: data-set seed (``>= 0``); case ``k`` depends only on ``(seed, k, options)``.
         mode: ``"crops"``, ``"scans"`` or ``"growth"``.
-        n_folds: patient-level cross-validation folds (``>= 2``, at most the non-test patients).
+        n_folds: patient-level cross-validation folds (``>= 2``; fewer, with a note, when there are fewer
+            non-test patients).
         test_fraction: fraction of patients held out as ``test`` (``0 <= f < 1``).
-        val_fold: the fold listed as ``validation``.
+        val_fold: the fold listed as ``validation`` (the last fold made, when fewer are made than that).
         overwrite: write into a non-empty folder that is not a previous synthetic data set.
         config: generator options; keyword ``options`` override its fields (see :class:`SynthConfig`).
 
     Returns:
         A JSON-friendly summary: the datalist path, mode, numbers of patients, nodules and files,
-        counts by nodule type, shape and location, malignancy label counts, per-split counts, the
-        diameter range (mm), the annotations path (scans), the growth models, interval range and table
-        path (growth) and the seconds taken.
+        counts by nodule type, shape and location, malignancy label counts, per-split counts, the folds
+        made (``n_folds``), ``notes`` (what was reduced for a small set; empty otherwise), the diameter
+        range (mm), the annotations path (scans), the growth models, interval range and table path
+        (growth) and the seconds taken.
 
     Raises:
         ValueError: an argument or generator option is invalid, or ``out_dir`` is not usable.
@@ -383,12 +393,6 @@ def synthesize_dataset(
     val_fold = _check_int("val_fold", val_fold, 0)
     if val_fold >= n_folds:
         raise ValueError(f"val_fold must be in 0..{n_folds - 1}, got {val_fold}.")
-    n_test = round(float(test_fraction) * cases)
-    if cases - n_test < n_folds:
-        raise ValueError(
-            f"cases={cases} with test_fraction={test_fraction} leaves {cases - n_test} patients for "
-            f"n_folds={n_folds} folds; use more cases or fewer folds."
-        )
     cfg = make_config(config, **options)
     out = Path(out_dir)
     previous = _check_out_dir(out, bool(overwrite))
@@ -434,7 +438,7 @@ def synthesize_dataset(
             "centre, t registration_translation_mm, R a rotation by registration_rotation_deg)",
             "files": "<case>_t0 baseline, <case>_t1 follow-up, both on the baseline crop grid",
         }
-    datalist = build_datalist(
+    datalist, notes = build_datalist_or_fewer_folds(
         items, n_folds=n_folds, val_fold=val_fold, test_fraction=float(test_fraction), seed=seed, metadata=metadata
     )
     path = write_datalist(datalist, out / DATALIST_FILE)
@@ -458,7 +462,8 @@ def synthesize_dataset(
         "benign": labels.get(0, 0),
         "indeterminate": labels.get(-1, 0),
         "splits": {k: len(v) for k, v in datalist.items() if isinstance(v, list)},
-        "n_folds": n_folds,
+        "n_folds": datalist["metadata"]["n_folds"],
+        "notes": notes,
         "diameter_mm": [round(min(diameters), 2), round(max(diameters), 2)],
         "seed": seed,
     }
