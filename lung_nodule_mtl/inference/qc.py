@@ -43,7 +43,7 @@ def _panel(hu: NDArray, labels: NDArray, label: int) -> NDArray[np.uint8]:
 def nodule_qc_image(
     hu: NDArray[np.floating],
     labels: NDArray[np.integer],
-    centre_voxel: Sequence[float],
+    centre_voxel: Sequence[float] | NDArray[np.floating],
     label: int,
     half_size_vox: int = 32,
     scale: int = 4,

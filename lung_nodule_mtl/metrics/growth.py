@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from types import EllipsisType
 from typing import Any
 
 import numpy as np
 import torch
-from monai.metrics import PSNRMetric, SSIMMetric
+from monai.metrics import IterationMetric, PSNRMetric, SSIMMetric
 from numpy.typing import NDArray
 from scipy import ndimage
 
@@ -117,16 +118,24 @@ def _region(masks: Sequence[NDArray], shape: Sequence[int], margin: int) -> tupl
     return tuple(out)
 
 
+def _metric_mean(metric: IterationMetric, pred: torch.Tensor, target: torch.Tensor) -> float:
+    """The mean of a MONAI metric over a batch-first tensor pair (a tensor in gives a tensor out)."""
+    value = metric(pred, target)
+    if not isinstance(value, torch.Tensor):  # only list inputs give a list
+        raise TypeError(f"{type(metric).__name__} gave {type(value).__name__}, expected a tensor.")
+    return float(value.mean())
+
+
 def _image_scores(pred: NDArray, target: NDArray, data_range: float) -> tuple[float, float]:
     p = torch.as_tensor(np.asarray(pred, dtype=np.float32))
     t = torch.as_tensor(np.asarray(target, dtype=np.float32))
     if p.ndim == 3:
         p, t = p[None], t[None]
     p, t = p[None], t[None]  # (1, C, ...)
-    psnr = float(PSNRMetric(max_val=data_range)(p, t).mean())
+    psnr = _metric_mean(PSNRMetric(max_val=data_range), p, t)
     if min(p.shape[2:]) < _MIN_SSIM_SIZE:
         return psnr, math.nan
-    ssim = float(SSIMMetric(spatial_dims=3, data_range=data_range, win_size=_MIN_SSIM_SIZE)(p, t).mean())
+    ssim = _metric_mean(SSIMMetric(spatial_dims=3, data_range=data_range, win_size=_MIN_SSIM_SIZE), p, t)
     return psnr, ssim
 
 
@@ -164,7 +173,7 @@ def growth_scores(
     voxel = float(np.prod(spacing_mm))
     psnr, ssim = _image_scores(pred_image, target_image, data_range)
     region = _region([true_m, base_m], true_m.shape, margin)
-    img_region = (Ellipsis, *region)
+    img_region: tuple[EllipsisType | slice, ...] = (Ellipsis, *region)
     psnr_n, ssim_n = _image_scores(np.asarray(pred_image)[img_region], np.asarray(target_image)[img_region], data_range)
     tp = float(np.logical_and(pred_m, true_m).sum())
     n_pred, n_true = float(pred_m.sum()), float(true_m.sum())

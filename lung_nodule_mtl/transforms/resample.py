@@ -96,6 +96,8 @@ class IsotropicResampler:
     def target(self, image: MetaTensor) -> tuple[tuple[int, int, int], NDArray[np.float64]]:
         """Shape and affine of the isotropic grid (MONAI's lazy ``Orientation`` + ``Spacing``; nothing computed)."""
         pending = self._spacing(self._orient(image))
+        if not isinstance(pending, MetaTensor):  # lazy transforms of a MetaTensor give a MetaTensor
+            raise TypeError(f"expected a MetaTensor from lazy Spacing, got {type(pending).__name__}.")
         shape = tuple(int(s) for s in pending.peek_pending_shape())
         affine = np.asarray(pending.peek_pending_affine(), dtype=np.float64)
         return (shape[0], shape[1], shape[2]), affine
@@ -127,7 +129,7 @@ class IsotropicResampler:
         amap = axis_map(np.asarray(src_affine, dtype=np.float64), dst_affine)
         if amap is None:
             src = MetaTensor(torch.from_numpy(labels[None].astype(np.float32)), affine=torch.as_tensor(src_affine))
-            back = ResampleToMatch(mode="nearest", padding_mode="zeros", dtype=torch.float32)(src, img_dst=image)
+            back = ResampleToMatch(mode="nearest", padding_mode="zeros", dtype=np.float32)(src, img_dst=image)
             return np.rint(np.asarray(back[0])).astype(labels.dtype)
         x = np.transpose(labels, amap.perm)
         ratios = [dst_shape[c] / max(x.shape[c], 1) for c in range(3)]

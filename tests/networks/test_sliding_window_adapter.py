@@ -62,11 +62,19 @@ def test_segmentation_only_and_strided_heads(net: LNMSNet, volume: torch.Tensor)
     assert sample_heads(strided, (27, 23, 19))["malignancy"].shape == (1, 1)
 
 
-def test_adapter_with_scripted_network(net: LNMSNet, volume: torch.Tensor) -> None:
-    adapter = SlidingWindowAdapter(torch.jit.script(net), heads="none")
+@pytest.mark.parametrize("heads", ["none", "dense"])
+def test_adapter_with_scripted_network(net: LNMSNet, volume: torch.Tensor, heads: str) -> None:
+    """The scripted network (``segment`` for the mask only, ``forward`` for the heads) stitches to the eager one."""
+    scripted = SlidingWindowAdapter(torch.jit.script(net), heads=heads)
+    eager = SlidingWindowAdapter(net, heads=heads)
     with torch.no_grad():
-        out = sliding_window_inference(volume, ROI, 2, adapter, overlap=0.25)
+        out = sliding_window_inference(volume, ROI, 2, scripted, overlap=0.25)
+        expected = sliding_window_inference(volume, ROI, 2, eager, overlap=0.25)
+    keys = {MASK} if heads == "none" else {MASK, "malignancy", "malignancy_score", "texture"}
+    assert set(out) == set(expected) == keys
     assert out[MASK].shape == (1, 1, 28, 24, 20)
+    for key in keys:
+        torch.testing.assert_close(out[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_ill_arg(net: LNMSNet) -> None:
