@@ -12,7 +12,7 @@ from lung_nodule_mtl.data.datalist import (
     validate_item,
     write_datalist,
 )
-from lung_nodule_mtl.data.default import resolve_datalist
+from lung_nodule_mtl.data.default import datalist_path, ensure_synthetic_data, resolve_datalist
 from lung_nodule_mtl.data.lidc_idri.convert import prepare_lidc
 from lung_nodule_mtl.data.lidc_idri.reading import parse_lidc_xml
 from lung_nodule_mtl.data.luna16 import Luna16Result, find_luna16_scans, prepare_luna16, sphere_mask
@@ -33,6 +33,8 @@ __all__ = [
     "Luna16Result",
     "NoduleRecord",
     "build_datalist",
+    "datalist_path",
+    "ensure_synthetic_data",
     "find_luna16_scans",
     "load_datalist",
     "parse_lidc_xml",

@@ -35,6 +35,7 @@ __all__ = [
     "read_negatives",
     "read_scan_splits",
     "resolve_scan_datalist",
+    "scan_datalist_path",
     "scan_items",
 ]
 
@@ -144,20 +145,16 @@ def host_items(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
     return out
 
 
-def resolve_scan_datalist(
-    scan_datalist: str | os.PathLike[str] | None,
-    synthetic_dir: str | os.PathLike[str],
-    cases: int = 16,
-    seed: int = 1,
-) -> str:
-    """The whole-scan datalist a run reads: ``scan_datalist`` when given (per-nodule items of whole scans, as
-    ``prepare-lidc`` / ``prepare-luna16`` / ``synth --mode scans`` write), else the built-in synthetic whole scans in
-    ``synthetic_dir``, generated on first use.
+def scan_datalist_path(scan_datalist: str | os.PathLike[str] | None, synthetic_dir: str | os.PathLike[str]) -> str:
+    """The whole-scan datalist a run reads, writing nothing: ``scan_datalist`` when given (per-nodule items of whole
+    scans, as ``prepare-lidc`` / ``prepare-luna16`` / ``synth --mode scans`` write; a folder means its
+    ``datalist.json``), else that of the built-in synthetic whole scans in ``synthetic_dir``, which ``initialize``
+    generates (:func:`~lung_nodule_mtl.data.default.ensure_synthetic_data` with ``mode="scans"``).
 
     Raises:
         FileNotFoundError: a given datalist that does not exist.
     """
-    from lung_nodule_mtl.data.default import resolve_datalist
+    from lung_nodule_mtl.data.default import datalist_path
 
     if scan_datalist not in (None, ""):
         path = Path(scan_datalist)  # type: ignore[arg-type]
@@ -166,7 +163,19 @@ def resolve_scan_datalist(
         if not path.is_file():
             raise FileNotFoundError(f"scan datalist not found: {str(path)!r}.")
         return str(path)
-    return resolve_datalist(None, None, synthetic_dir, cases, seed, mode="scans")
+    return datalist_path(None, None, synthetic_dir)
+
+
+def resolve_scan_datalist(
+    scan_datalist: str | os.PathLike[str] | None,
+    synthetic_dir: str | os.PathLike[str],
+    cases: int = 16,
+    seed: int = 1,
+) -> str:
+    """:func:`scan_datalist_path`, the built-in synthetic whole scans generated on first use (for Python callers)."""
+    from lung_nodule_mtl.data.default import ensure_synthetic_data
+
+    return ensure_synthetic_data(scan_datalist_path(scan_datalist, synthetic_dir), synthetic_dir, cases, seed, "scans")
 
 
 def read_negatives(path: str | os.PathLike[str]) -> dict[str, list[list[float]]]:

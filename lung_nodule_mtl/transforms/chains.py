@@ -1,6 +1,8 @@
 """Transform chains from a datalist item to a network-ready sample: training, validation, inference.
 
-Every chain is a :class:`monai.transforms.Compose` of:
+Every chain is a :class:`monai.transforms.Compose` of the steps below; steps 1 and 4 are each a ``Compose`` of their
+own (the bundle configs list the same structure, transform by transform, and share one ``load`` and one
+``augmentation`` between chains; ``tests/bundle`` checks that config and function give the same samples):
 
 1. ``LoadImaged`` (image, mask) → ``EnsureChannelFirstd`` → ``Orientationd("RAS")`` →
    ``Spacingd(spacing_mm)`` (image bilinear, mask nearest): isotropic voxels, so ``roi_size``
@@ -215,13 +217,15 @@ def get_train_transforms(
     scale = _check_non_negative(scale_range, "scale_range")
     keys = [image_key, mask_key]
     transforms: list[Transform] = [
-        *_load(keys, spacing_mm, image_key),
+        Compose(_load(keys, spacing_mm, image_key)),
         RandNoduleCentredCropd(
             keys, roi_size, max_shift_mm=max_shift_mm, center_key=center_key, pad_value=_pad_values(keys, image_key)
         ),
         LungWindowd(keys=image_key, windows=windows),
-        *_augmentation(
-            keys, image_key, probs, rotate, scale, intensity_scale_factor, intensity_shift_offset, noise_std
+        Compose(
+            _augmentation(
+                keys, image_key, probs, rotate, scale, intensity_scale_factor, intensity_shift_offset, noise_std
+            )
         ),
         NoduleLabelsd(keys=label_keys, indeterminate=indeterminate),
         EnsureTyped(keys=keys, dtype=torch.float32),
@@ -346,10 +350,14 @@ def get_scan_train_transforms(
     keys = [image_key, mask_key]
     spacing = _spacing(spacing_mm)
     transforms: list[Transform] = [
-        LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
-        EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
-        Orientationd(keys=keys, axcodes=ORIENTATION, labels=AXIS_LABELS, allow_missing_keys=True),
-        Spacingd(keys=keys, pixdim=spacing, mode=["bilinear", "nearest"], allow_missing_keys=True),
+        Compose(
+            [
+                LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
+                EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
+                Orientationd(keys=keys, axcodes=ORIENTATION, labels=AXIS_LABELS, allow_missing_keys=True),
+                Spacingd(keys=keys, pixdim=spacing, mode=["bilinear", "nearest"], allow_missing_keys=True),
+            ]
+        ),
         ScanSamplingPointsd(keys=keys, spacing_mm=spacing),
         RandScanWindowsd(
             keys=keys,
@@ -364,15 +372,17 @@ def get_scan_train_transforms(
             spacing_mm=spacing,
         ),
         LungWindowd(keys=image_key, windows=windows),
-        *_augmentation(
-            keys,
-            image_key,
-            probs,
-            _check_non_negative(rotate_range_rad, "rotate_range_rad"),
-            _check_non_negative(scale_range, "scale_range"),
-            intensity_scale_factor,
-            intensity_shift_offset,
-            noise_std,
+        Compose(
+            _augmentation(
+                keys,
+                image_key,
+                probs,
+                _check_non_negative(rotate_range_rad, "rotate_range_rad"),
+                _check_non_negative(scale_range, "scale_range"),
+                intensity_scale_factor,
+                intensity_shift_offset,
+                noise_std,
+            )
         ),
         NoduleLabelsd(keys=LABEL_KEYS, indeterminate=indeterminate),
         EnsureTyped(keys=keys, dtype=torch.float32),
@@ -411,7 +421,7 @@ def get_val_transforms(
     keys = [image_key, mask_key]
     return Compose(
         [
-            *_load(keys, spacing_mm, image_key),
+            Compose(_load(keys, spacing_mm, image_key)),
             NoduleCentredCropd(keys, roi_size, center_key=center_key, pad_value=_pad_values(keys, image_key)),
             LungWindowd(keys=image_key, windows=windows),
             NoduleLabelsd(keys=label_keys, indeterminate=indeterminate),
@@ -443,7 +453,7 @@ def get_inference_transforms(
     keys = [image_key]
     return Compose(
         [
-            *_load(keys, spacing_mm, image_key),
+            Compose(_load(keys, spacing_mm, image_key)),
             NoduleCentredCropd(keys, roi_size, center_key=center_key, pad_value=AIR_HU),
             LungWindowd(keys=image_key, windows=windows),
             EnsureTyped(keys=keys, dtype=torch.float32),

@@ -222,6 +222,85 @@ def test_inference_matches_training_config() -> None:
     assert {"inferring", "run", "inferer", "preprocessing", "postprocessing"} <= set(infer.config)
 
 
+def _samples(chain, items: list[dict], seed: int) -> list[dict]:
+    chain.set_random_state(seed=seed)
+    return [chain(dict(item)) for item in items for _ in range(2)]
+
+
+def test_config_chains_are_the_python_chains(dataset: Path) -> None:
+    """train.yaml lists its chains transform by transform; with the same seed they give exactly the samples of
+    lung_nodule_mtl.transforms.chains' functions (what the release recipe and the ablations ran), so the listing
+    changed nothing. Different seeds give different training samples (the augmentation is live)."""
+    from monai.bundle import ConfigParser
+
+    from lung_nodule_mtl.data import load_datalist
+    from lung_nodule_mtl.transforms import get_train_transforms, get_val_transforms
+
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser.update({"dataset_dir": str(dataset), "max_shift_mm": 6.0, "patch_size": [24, 24, 24]})
+    settings = {k: parser.get_parsed_content(k) for k in ("patch_size", "spacing_mm", "windows", "indeterminate")}
+    items = load_datalist(dataset / "datalist.json", "training")[:2]
+    python_train = get_train_transforms(
+        roi_size=settings["patch_size"],
+        spacing_mm=settings["spacing_mm"],
+        windows=settings["windows"],
+        max_shift_mm=6.0,
+        indeterminate=settings["indeterminate"],
+    )
+    python_val = get_val_transforms(
+        roi_size=settings["patch_size"],
+        spacing_mm=settings["spacing_mm"],
+        windows=settings["windows"],
+        indeterminate=settings["indeterminate"],
+    )
+    for config_id, python_chain in (("train#preprocessing", python_train), ("validate#preprocessing", python_val)):
+        config_chain = parser.get_parsed_content(config_id, instantiate=True)
+        got, expected = _samples(config_chain, items, 7), _samples(python_chain, items, 7)
+        for a, b in zip(got, expected, strict=True):
+            assert set(a) == set(b), config_id
+            for key in a:
+                if isinstance(a[key], torch.Tensor):
+                    torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{config_id} {key}")
+                else:
+                    assert a[key] == b[key], (config_id, key)
+    train_chain = parser.get_parsed_content("train#preprocessing")
+    seed7, seed8 = _samples(train_chain, items, 7), _samples(train_chain, items, 8)
+    assert not all(torch.equal(a["image"], b["image"]) for a, b in zip(seed7, seed8, strict=True))
+
+
+def test_train_scans_keeps_only_the_batch_keys(dataset: Path) -> None:
+    from monai.bundle import ConfigParser
+
+    from lung_nodule_mtl.data import load_datalist
+    from lung_nodule_mtl.transforms import TRAIN_KEYS
+
+    parser = ConfigParser()
+    parser.read_config([TRAIN, str(CONFIGS / "train_scans.yaml")])
+    parser.update({"dataset_dir": str(dataset), "patch_size": [16, 16, 16]})
+    sample = parser.get_parsed_content("train#preprocessing")(load_datalist(dataset / "datalist.json", "training")[0])
+    assert set(sample) == set(TRAIN_KEYS)
+
+
+def test_parsing_writes_nothing_and_initialize_makes_the_synthetic_data(tmp_path: Path) -> None:
+    """No side effect while a config is parsed or resolved: the built-in synthetic data is made by ``initialize``."""
+    from monai.bundle import ConfigParser
+
+    scans = ConfigParser()
+    scans.read_config([TRAIN, str(CONFIGS / "train_scans.yaml")])
+    scans.update({"bundle_root": str(tmp_path)})
+    assert Path(scans.get_parsed_content("scan_datalist_file")).parent == tmp_path / "data" / "synthetic_scans"
+    assert len(scans.get_parsed_content("prepare_data", lazy=False, instantiate=False, eval_expr=False)) == 2
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser.update({"bundle_root": str(tmp_path), "synthetic_cases": 6})
+    crops = Path(parser.get_parsed_content("datalist_file"))
+    assert crops.parent == tmp_path / "data" / "synthetic"
+    assert not any(tmp_path.iterdir())  # resolved, nothing written
+    parser.get_parsed_content("initialize")
+    assert len(json.loads(crops.read_text())["training"]) > 0
+
+
 def test_training_is_deterministic(tmp_path: Path, dataset: Path) -> None:
     """The same seed on CPU gives the same weights, a different seed different ones."""
     from monai.bundle import run
