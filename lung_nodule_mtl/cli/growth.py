@@ -5,9 +5,10 @@
     lung-nodule-mtl prepare-growth --pairs PAIRS.csv --out data/growth_pairs [--crop-mm 48] [--spacing-mm 1|keep] \\
         [--lps] [--no-register] [--folds 5] [--test-fraction 0.2] [--seed 0] [--threads N] [--overwrite]
 
-The work is :func:`lung_nodule_mtl.data.growth_pairs.prepare_growth_pairs` (PAIRS.csv's columns and the outputs
-are in that module's docstring); this module only parses and prints. A row that cannot be used is reported in one
-line naming the CSV row and the reason and the others go on; the exit status is then 1.
+The work is :func:`lung_nodule_mtl.data.growth_pairs.prepare_growth_pairs` (PAIRS.csv's columns in
+:mod:`lung_nodule_mtl.data.growth_pairs.table`, the outputs in the package's docstring); this module only parses
+and prints. A row that cannot be used is reported in one line naming the CSV row and the reason and the others go
+on; the exit status is then 1.
 :func:`register` adds the subcommand to the ``lung-nodule-mtl`` parser.
 """
 

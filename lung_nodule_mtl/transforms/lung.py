@@ -102,9 +102,9 @@ def lung_mask(
     sizes[0] = 0.0
     sizes[outside] = 0.0
     largest = float(sizes.max())
-    if largest < min_component_ml:
+    if largest <= 0.0 or largest < min_component_ml:  # no air inside the body (whatever the minimum size)
         return None
-    keep = np.flatnonzero(sizes >= max(min_component_ml, 0.1 * largest))
+    keep = np.flatnonzero((sizes > 0.0) & (sizes >= max(min_component_ml, 0.1 * largest)))
     mask = np.isin(labels, keep)
     del labels
 

@@ -199,11 +199,6 @@ def test_no_lung_gives_none() -> None:
     assert mask is not None and mask[20:24, 20:24, 10:14].all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lung_mask with min_component_ml <= 0 and no lung-like component keeps every label, background (0) "
-    "and the outside air included, so it returns an almost all-True mask instead of None",
-)
 def test_no_lung_gives_none_whatever_the_minimum_size() -> None:
     body = phantom()
     body[airways()] = TISSUE
