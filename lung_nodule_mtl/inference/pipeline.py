@@ -32,10 +32,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -43,6 +44,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
+from monai.utils import deprecated_arg
 from numpy.typing import NDArray
 from scipy import ndimage
 from torch import nn
@@ -178,6 +180,40 @@ class ScanPrediction:
     """The lung mask on the isotropic grid, when kept and one was found."""
     counts: dict[str, int] = field(default_factory=dict)
     """Work done: ``windows`` run by the sliding window, ``windows_skipped`` (no lung in them), ``voxels_isotropic``."""
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
+    """Add the wall time of the block to ``timings[step]``, s."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class _Lungs:
+    """The lungs on the isotropic grid: mask (``None``: not found or not used), the box analysed, volume, notes."""
+
+    mask: NDArray[np.bool_] | None
+    box: tuple[slice, slice, slice]
+    volume_ml: float | None
+    warnings: list[str]
+
+
+@dataclass
+class _Found:
+    """Candidates on the isotropic grid: labels ``1..n``, RAS centres, head outputs, detection scores, how found."""
+
+    iso_labels: NDArray[np.integer]
+    centres: list[list[float]]
+    heads: list[dict]
+    detection: list[float | None]
+    source: str
+    warnings: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    kept_probability: NDArray[np.float32] | None = None
 
 
 class ScanPredictor:
@@ -465,13 +501,22 @@ class ScanPredictor:
 
     # -- the whole scan ----------------------------------------------------------------------------------------
 
-    def predict(self, image: MetaTensor, centres_ras: Sequence[Sequence[float]] | None = None) -> ScanPrediction:
-        """Analyse one scan.
+    @deprecated_arg(name="centres_ras", new_name="centers_ras", since="0.5.0", msg_suffix="spelled centers_ras now.")
+    def predict(
+        self,
+        image: MetaTensor,
+        centers_ras: Sequence[Sequence[float]] | None = None,
+        *,
+        centres_ras: Sequence[Sequence[float]] | None = None,
+    ) -> ScanPrediction:
+        """Analyse one scan: resample to isotropic voxels, find the lungs, then either detect candidates (sliding
+        window, components, heads, the operating point) or analyse the given centres, put the labels back on the
+        input's grid and report each nodule. Each step's time is in ``timings_s``.
 
         Args:
             image: ``(1, H, W, D)`` CT in HU whose ``affine`` maps voxels to RAS mm (as MONAI's ``LoadImage``).
-            centres_ras: nodule centres (RAS mm) to analyse instead of detecting nodules; each must lie
-                inside the image.
+            centers_ras: nodule centres (RAS mm) to analyse instead of detecting nodules; each must lie
+                inside the image (``centres_ras``: the same, deprecated spelling).
 
         Returns:
             A :class:`ScanPrediction` on the input's grid.
@@ -479,33 +524,64 @@ class ScanPredictor:
         Raises:
             ValueError: a bad image shape, or a given centre outside the image.
         """
+        in_shape, in_affine = self._check_input(image, centers_ras)
+        timings: dict[str, float] = {}
+        with _timed(timings, "resample"):
+            iso = self._resampler.to_isotropic(image)
+            hu = iso[0].numpy()
+        with _timed(timings, "lung_mask"):
+            lungs = self._find_lungs(hu)
+        if centers_ras is None:
+            found = self._detect_candidates(iso, hu, lungs, timings)
+        else:
+            with _timed(timings, "heads"):
+                found = self._analyse_given(iso, centers_ras)
+        with _timed(timings, "restore_grid"):
+            label_dtype = np.uint16 if len(found.centres) >= 255 else np.uint8
+            labels = self._resampler.labels_to(found.iso_labels.astype(label_dtype), np.asarray(iso.affine), image)
+        return ScanPrediction(
+            labels=labels,
+            affine=in_affine,
+            nodules=self._report(found, labels, in_affine, in_shape),
+            lung_volume_ml=None if lungs.volume_ml is None else round(lungs.volume_ml, 1),
+            timings_s={k: round(v, 3) for k, v in timings.items()},
+            warnings=lungs.warnings + found.warnings,
+            isotropic_image=iso if self.keep_images else None,
+            isotropic_labels=found.iso_labels if self.keep_images else None,
+            isotropic_probability=found.kept_probability,
+            isotropic_lung=lungs.mask if self.keep_images else None,
+            counts={**found.counts, "voxels_isotropic": int(np.prod(hu.shape))},
+        )
+
+    @property
+    def _voxel_mm3(self) -> float:
+        return float(np.prod(self.spacing_mm))
+
+    @staticmethod
+    def _check_input(
+        image: MetaTensor, centers_ras: Sequence[Sequence[float]] | None
+    ) -> tuple[tuple[int, ...], NDArray[np.float64]]:
+        """The input's shape and voxel-to-RAS affine, after checking the image and that given centres lie inside."""
         if not isinstance(image, MetaTensor) or image.ndim != 4 or image.shape[0] != 1:
             raise ValueError(
                 f"image must be a (1, H, W, D) MetaTensor in HU, got {type(image).__name__} "
                 f"{list(getattr(image, 'shape', []))}."
             )
-        timings: dict[str, float] = {}
-        warnings: list[str] = []
-        kept_prob: NDArray[np.float32] | None = None
-        counts: dict[str, int] = {}
         in_shape = tuple(int(s) for s in image.shape[1:])
         in_affine = np.asarray(image.affine, dtype=np.float64)
-        if centres_ras is not None:
-            for c in centres_ras:
-                vox = world_to_voxel(in_affine, np.asarray(c, dtype=np.float64))
-                if np.any(vox < -0.5) or np.any(vox > np.asarray(in_shape) - 0.5):
-                    raise ValueError(
-                        f"nodule centre {np.round(c, 2).tolist()} mm (RAS) is outside the image (voxel "
-                        f"{np.round(vox, 1).tolist()}, shape {list(in_shape)}); LPS tables need x, y negated."
-                    )
+        for c in centers_ras or []:
+            vox = world_to_voxel(in_affine, np.asarray(c, dtype=np.float64))
+            if np.any(vox < -0.5) or np.any(vox > np.asarray(in_shape) - 0.5):
+                raise ValueError(
+                    f"nodule centre {np.round(c, 2).tolist()} mm (RAS) is outside the image (voxel "
+                    f"{np.round(vox, 1).tolist()}, shape {list(in_shape)}); LPS tables need x, y negated."
+                )
+        return in_shape, in_affine
 
-        t = time.perf_counter()
-        iso = self._resampler.to_isotropic(image)
-        hu = iso[0].numpy()
-        timings["resample"] = time.perf_counter() - t
-
-        t = time.perf_counter()
+    def _find_lungs(self, hu: NDArray[np.float32]) -> _Lungs:
+        """The lung mask on the isotropic grid, the window-aligned box analysed (the whole image without lungs)."""
         lung = lung_mask(hu, self.spacing_mm) if self.use_lung_mask else None
+        warnings = []
         if self.use_lung_mask and lung is None:
             warnings.append("no lung found (no large region below -320 HU inside the body): whole image analysed")
         box = bounding_box(lung) if lung is not None else None
@@ -513,12 +589,17 @@ class ScanPredictor:
             box = (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
         else:
             box = self.window_aligned_box(box, hu.shape)
-        voxel_mm3 = float(np.prod(self.spacing_mm))
-        lung_ml = float(lung.sum()) * voxel_mm3 / 1000.0 if lung is not None else None
-        timings["lung_mask"] = time.perf_counter() - t
+        volume_ml = float(lung.sum()) * self._voxel_mm3 / 1000.0 if lung is not None else None
+        return _Lungs(lung, box, volume_ml, warnings)
 
-        if centres_ras is None:
-            t = time.perf_counter()
+    def _detect_candidates(
+        self, iso: MetaTensor, hu: NDArray[np.float32], lungs: _Lungs, timings: dict[str, float]
+    ) -> _Found:
+        """Detection: mask probability by sliding window over the lungs' box, its components as candidates, the
+        heads on each, and the operating point (:meth:`_select`)."""
+        box, lung = lungs.box, lungs.mask
+        kept_prob = None
+        with _timed(timings, "sliding_window"):
             prob_t, counts = self._mask_probability(iso, box, lung)
             prob = prob_t.numpy()
             if lung is not None:
@@ -526,47 +607,45 @@ class ScanPredictor:
             if self.keep_images:
                 kept_prob = np.zeros(hu.shape, dtype=np.float32)
                 kept_prob[box] = prob
-            timings["sliding_window"] = time.perf_counter() - t
-            t = time.perf_counter()
-            box_labels, scores, centres_box = self._detect(prob, voxel_mm3)
+        with _timed(timings, "components"):
+            box_labels, scores, centres_box = self._detect(prob, self._voxel_mm3)
             del prob
             iso_labels = np.zeros(hu.shape, dtype=np.int32)
             iso_labels[box] = box_labels
             offset = np.asarray([s.start for s in box], dtype=np.float64)
             centres = [voxel_to_world(np.asarray(iso.affine), c + offset).tolist() for c in centres_box]
-            timings["components"] = time.perf_counter() - t
-            t = time.perf_counter()
+        with _timed(timings, "heads"):
             heads, _ = self._heads(iso, centres)
             iso_labels, centres, heads, detection = self._select(iso_labels, centres, heads, scores)
-            timings["heads"] = time.perf_counter() - t
-            source = "detected"
-        else:
-            t = time.perf_counter()
-            centres = [list(map(float, c)) for c in centres_ras]
-            heads, crop_probs = self._heads(iso, centres)
-            iso_labels, detection = self._given_components(iso, centres, crop_probs)
-            if self.has_detection_head:
-                detection = [
-                    h.get("nodule_prob") if d is not None else None for h, d in zip(heads, detection, strict=True)
-                ]
-            timings["heads"] = time.perf_counter() - t
-            source = "given"
-            for k, s in enumerate(detection):
-                if s is None:
-                    warnings.append(f"nodule {k + 1}: no mask above threshold {self.threshold} near the given centre")
+        return _Found(iso_labels, centres, heads, detection, "detected", counts=counts, kept_probability=kept_prob)
 
-        t = time.perf_counter()
-        label_dtype = np.uint16 if len(centres) >= 255 else np.uint8
-        labels = self._resampler.labels_to(iso_labels.astype(label_dtype), np.asarray(iso.affine), image)
-        timings["restore_grid"] = time.perf_counter() - t
+    def _analyse_given(self, iso: MetaTensor, centers_ras: Sequence[Sequence[float]]) -> _Found:
+        """Given centres: the heads and the mask component at each (detection score: the head's, where it has one)."""
+        centres = [list(map(float, c)) for c in centers_ras]
+        heads, crop_probs = self._heads(iso, centres)
+        iso_labels, detection = self._given_components(iso, centres, crop_probs)
+        if self.has_detection_head:
+            detection = [h.get("nodule_prob") if d is not None else None for h, d in zip(heads, detection, strict=True)]
+        warnings = [
+            f"nodule {k + 1}: no mask above threshold {self.threshold} near the given centre"
+            for k, d in enumerate(detection)
+            if d is None
+        ]
+        return _Found(iso_labels, centres, heads, detection, "given", warnings=warnings)
 
-        counts_iso = np.bincount(iso_labels.ravel(), minlength=len(centres) + 1)
-        counts_out = np.bincount(labels.ravel().astype(np.int64), minlength=len(centres) + 1)
+    def _report(
+        self, found: _Found, labels: NDArray[np.integer], in_affine: NDArray[np.float64], in_shape: tuple[int, ...]
+    ) -> list[NodulePrediction]:
+        """One :class:`NodulePrediction` per candidate: centre (RAS, LPS, input voxel), size from its isotropic
+        component, scores, the malignancy fused with the size where a fusion is given, attributes."""
+        n = len(found.centres)
+        counts_iso = np.bincount(found.iso_labels.ravel(), minlength=n + 1)
+        counts_out = np.bincount(labels.ravel().astype(np.int64), minlength=n + 1)
         nodules: list[NodulePrediction] = []
-        for k, centre in enumerate(centres):
-            volume = float(counts_iso[k + 1]) * voxel_mm3
+        for k, centre in enumerate(found.centres):
+            volume = float(counts_iso[k + 1]) * self._voxel_mm3
             vox = world_to_voxel(in_affine, np.asarray(centre))
-            head = heads[k] if k < len(heads) else {}
+            head = found.heads[k] if k < len(found.heads) else {}
             diameter = round(equivalent_diameter_mm(volume), 3) if volume > 0 else None
             network_prob = head.get("malignancy_prob")
             fused = None if self.fusion is None else self.fusion(network_prob, diameter)
@@ -576,29 +655,17 @@ class ScanPredictor:
                     center_world_mm_ras=[round(float(v), 3) for v in centre],
                     center_world_mm_lps=[round(float(v), 3) for v in ras_to_lps(centre)],
                     center_voxel=[
-                        int(np.clip(np.floor(v + 0.5), 0, n - 1)) for v, n in zip(vox, in_shape, strict=True)
+                        int(np.clip(np.floor(v + 0.5), 0, m - 1)) for v, m in zip(vox, in_shape, strict=True)
                     ],
                     diameter_mm=diameter,
                     volume_mm3=round(volume, 3),
                     voxels_in_label_map=int(counts_out[k + 1]),
-                    detection_probability=None if (d := detection[k]) is None else round(float(d), 6),
+                    detection_probability=None if (d := found.detection[k]) is None else round(float(d), 6),
                     malignancy_probability=network_prob if fused is None else round(fused, 6),
                     malignancy_score=head.get(str(OutputKeys.MALIGNANCY_SCORE)),
                     attributes={name: int(head[name]) for name in ATTRIBUTE_CLASSES if name in head},
-                    source=source,
+                    source=found.source,
                     malignancy_probability_network=None if self.fusion is None else network_prob,
                 )
             )
-        return ScanPrediction(
-            labels=labels,
-            affine=in_affine,
-            nodules=nodules,
-            lung_volume_ml=None if lung_ml is None else round(lung_ml, 1),
-            timings_s={k: round(v, 3) for k, v in timings.items()},
-            warnings=warnings,
-            isotropic_image=iso if self.keep_images else None,
-            isotropic_labels=iso_labels if self.keep_images else None,
-            isotropic_probability=kept_prob,
-            isotropic_lung=lung if self.keep_images else None,
-            counts={**counts, "voxels_isotropic": int(np.prod(hu.shape))},
-        )
+        return nodules

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from monai.utils import deprecated_arg
 from numpy.typing import NDArray
 from scipy import ndimage
 
@@ -40,25 +41,28 @@ def _panel(hu: NDArray, labels: NDArray, label: int) -> NDArray[np.uint8]:
     return np.ascontiguousarray(np.transpose(rgb, (1, 0, 2))[::-1])
 
 
+@deprecated_arg(name="centre_voxel", new_name="center_voxel", since="0.5.0", msg_suffix="spelled center_voxel now.")
 def nodule_qc_image(
     hu: NDArray[np.floating],
     labels: NDArray[np.integer],
-    centre_voxel: Sequence[float] | NDArray[np.floating],
+    center_voxel: Sequence[float] | NDArray[np.floating],
     label: int,
     half_size_vox: int = 32,
     scale: int = 4,
+    *,
+    centre_voxel: Sequence[float] | NDArray[np.floating] | None = None,
 ) -> NDArray[np.uint8]:
-    """Axial | coronal | sagittal RGB panels ``(rows, 3 * cols, 3)`` around ``centre_voxel`` of an RAS volume.
+    """Axial | coronal | sagittal RGB panels ``(rows, 3 * cols, 3)`` around ``center_voxel`` of an RAS volume.
 
     Args:
         hu: ``(H, W, D)`` CT in HU on an isotropic RAS grid.
         labels: ``(H, W, D)`` nodule label map on the same grid.
-        centre_voxel: the nodule's centre (voxels of ``hu``).
+        center_voxel: the nodule's centre (voxels of ``hu``; ``centre_voxel``: deprecated spelling).
         label: the nodule's label (outlined in red; other labels in yellow).
         half_size_vox: half the field of view, voxels.
         scale: nearest-neighbour magnification of each panel.
     """
-    c = [int(np.clip(np.floor(v + 0.5), 0, n - 1)) for v, n in zip(centre_voxel, hu.shape, strict=True)]
+    c = [int(np.clip(np.floor(v + 0.5), 0, n - 1)) for v, n in zip(center_voxel, hu.shape, strict=True)]
     pad = half_size_vox
     hu_p = np.pad(hu, pad, mode="constant", constant_values=-1000.0)
     lab_p = np.pad(labels, pad, mode="constant", constant_values=0)

@@ -256,3 +256,13 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     with Image.open(out) as png:
         np.testing.assert_array_equal(np.asarray(png), image)
     assert [p.name for p in tmp_path.iterdir()] == ["qc.png"]
+
+
+def test_old_keyword_spelling_warns_and_draws_the_same() -> None:
+    hu = np.linspace(-1000.0, 400.0, N**3).reshape(N, N, N)
+    labels = np.zeros((N, N, N), np.int16)
+    labels[C - 1 : C + 2, C - 1 : C + 2, C - 1 : C + 2] = 1
+    new = nodule_qc_image(hu, labels, center_voxel=(C, C, C), label=1, half_size_vox=H, scale=1)
+    with pytest.warns(FutureWarning, match="center_voxel"):
+        old = nodule_qc_image(hu, labels, centre_voxel=(C, C, C), label=1, half_size_vox=H, scale=1)
+    np.testing.assert_array_equal(old, new)

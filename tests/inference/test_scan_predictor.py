@@ -120,7 +120,7 @@ def test_given_centres(phantom, make_predictor) -> None:
     image, affine, truth = phantom
     predictor = make_predictor()
     # the second centre is in lung parenchyma, more than snap_mm from any tissue: no mask there
-    result = predictor.predict(_image(image, affine), centres_ras=[NODULES[1].center_ras_mm, (-33.0, 0.0, 30.0)])
+    result = predictor.predict(_image(image, affine), centers_ras=[NODULES[1].center_ras_mm, (-33.0, 0.0, 30.0)])
     assert [n.source for n in result.nodules] == ["given", "given"]
     first, second = result.nodules
     assert first.center_world_mm_ras == pytest.approx(list(NODULES[1].center_ras_mm))
@@ -128,7 +128,7 @@ def test_given_centres(phantom, make_predictor) -> None:
     assert second.volume_mm3 == 0.0 and second.diameter_mm is None and second.detection_probability is None
     assert any("nodule 2" in w for w in result.warnings)
     with pytest.raises(ValueError, match="outside the image"):
-        predictor.predict(_image(image, affine), centres_ras=[(0.0, 0.0, 500.0)])
+        predictor.predict(_image(image, affine), centers_ras=[(0.0, 0.0, 500.0)])
 
 
 def test_no_lung_analyses_the_whole_image(make_predictor) -> None:
@@ -278,3 +278,14 @@ def test_malignancy_fused_with_the_measured_size(phantom, make_predictor, tmp_pa
         d = b.diameter_mm
         assert b.malignancy_probability == pytest.approx(d / (d + 10.0), abs=1e-6)  # sigmoid(log(d / 10))
         assert b.malignancy_probability_network == a.malignancy_probability and a.malignancy_probability_network is None
+
+
+def test_old_spelling_of_the_centres_still_works_with_a_warning(phantom, make_predictor) -> None:
+    image, affine, _ = phantom
+    predictor = make_predictor()
+    centres = [NODULES[1].center_ras_mm]
+    new = predictor.predict(_image(image, affine), centers_ras=centres)
+    with pytest.warns(FutureWarning, match="centers_ras"):
+        old = predictor.predict(_image(image, affine), centres_ras=centres)
+    assert [n.to_dict() for n in old.nodules] == [n.to_dict() for n in new.nodules]
+    np.testing.assert_array_equal(old.labels, new.labels)
