@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.nets.resnet import ResNetBlock
 from torch import nn
 
 __all__ = ["BasicResBlock", "ConvNormAct", "DecoderStage", "MSConv", "make_res_layer"]
@@ -25,6 +26,10 @@ NormSpec = str | tuple
 
 class ConvNormAct(nn.Sequential):
     """``Conv3d → norm → act`` (no bias: the normalisation has one).
+
+    The same computation as ``monai.networks.blocks.Convolution(..., bias=False, adn_ordering="NA")``; kept as a
+    plain ``nn.Sequential`` because its state-dict keys (``0.weight``, ``1.weight``, ...) are those of the released
+    weights, which MONAI's block would name ``conv.weight``, ``adn.N.weight``.
 
     Args:
         in_channels: input channels.
@@ -64,12 +69,13 @@ class ConvNormAct(nn.Sequential):
         )
 
 
-class BasicResBlock(nn.Module):
-    """ResNet basic block (He et al. 2016): two 3×3×3 convolutions and an identity or 1×1×1 projection shortcut.
+class BasicResBlock(ResNetBlock):
+    """ResNet basic block (He et al. 2016): MONAI's :class:`monai.networks.nets.resnet.ResNetBlock` (two 3×3×3
+    convolutions, each normalised, and the shortcut), with its projection shortcut (1×1×1 convolution + norm, where
+    the stride or the width changes) built here and any MONAI norm (instance norm by default, batch in MONAI's).
 
-    Attribute names (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``downsample``) are those of MONAI's
-    :class:`monai.networks.nets.resnet.ResNetBlock`, so ResNet-18 checkpoints (e.g. MedicalNet through
-    ``monai.networks.nets.resnet18``) map onto the encoder key for key.
+    The attribute names are MONAI's (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``downsample``), so ResNet-18
+    checkpoints (e.g. MedicalNet through ``monai.networks.nets.resnet18``) map onto the encoder key for key.
 
     Args:
         in_channels: input channels.
@@ -92,26 +98,13 @@ class BasicResBlock(nn.Module):
         norm: NormSpec = ("instance", {"affine": True}),
         spatial_dims: int = 3,
     ) -> None:
-        super().__init__()
-        conv_type = Conv[Conv.CONV, spatial_dims]
-        self.conv1 = conv_type(in_channels, out_channels, kernel_size=3, padding=1, stride=stride, bias=False)
-        self.bn1 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=out_channels)
-        self.act = get_act_layer(name=act)
-        self.conv2 = conv_type(out_channels, out_channels, kernel_size=3, padding=1, bias=False)
-        self.bn2 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=out_channels)
         downsample: nn.Module | None = None
         if stride != 1 or in_channels != out_channels:
             downsample = nn.Sequential(
-                conv_type(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
                 get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=out_channels),
             )
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
-        out = self.act(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.act(out + residual)
+        super().__init__(in_channels, out_channels, spatial_dims, stride, downsample, act, norm)
 
 
 def make_res_layer(
