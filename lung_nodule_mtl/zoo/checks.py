@@ -22,6 +22,12 @@ check                   passes when
 ======================  ===========================================================================================
 
 The network checks run on the CPU, in this process, with the weights of ``models/model.pt``.
+
+Why this lives in the runtime package and not in a developer tool: ``lung-nodule-mtl export-bundle`` (a user command,
+:mod:`lung_nodule_mtl.zoo.export`) runs the file, size and version checks on what it is about to write and refuses
+a bundle that would fail them, and a user who changes the configs or retrains runs the whole list before submitting
+to the Zoo; the export also ships the package into the bundle's ``scripts/`` without :mod:`lung_nodule_mtl.zoo`, so
+the checks cost an exported bundle nothing.
 """
 
 from __future__ import annotations

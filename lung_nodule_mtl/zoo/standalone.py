@@ -1,5 +1,8 @@
 """Rewrite bundle configs so that they use the copy of the package in the bundle's ``scripts/`` folder.
 
+Part of the runtime package because ``lung-nodule-mtl export-bundle`` (a user command) calls it on every export;
+the exported bundle itself does not carry :mod:`lung_nodule_mtl.zoo`.
+
 In the repository the configs reference the installed package: ``_target_: lung_nodule_mtl.networks.LNMSNet``,
 ``$lung_nodule_mtl.data.read_splits(...)`` and ``$import lung_nodule_mtl`` in ``imports``. An exported bundle
 carries the package as ``scripts/lung_nodule_mtl/`` and must run where it is not installed, from any working
