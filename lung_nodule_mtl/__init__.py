@@ -12,7 +12,20 @@ from types import ModuleType
 from lung_nodule_mtl._version import __version__
 
 _SUBMODULES = frozenset(
-    {"cli", "constants", "data", "engines", "inference", "io", "losses", "metrics", "networks", "transforms", "utils"}
+    {
+        "cli",
+        "constants",
+        "data",
+        "engines",
+        "inference",
+        "io",
+        "losses",
+        "metrics",
+        "networks",
+        "reports",
+        "transforms",
+        "utils",
+    }
 )
 
 __all__ = ["__version__", *sorted(_SUBMODULES)]

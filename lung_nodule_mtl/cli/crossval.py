@@ -44,12 +44,8 @@ def _console(text: str) -> None:
 
 
 def _cmd_cross_validate(args: argparse.Namespace) -> int:
-    from lung_nodule_mtl.engines.crossval import (
-        format_cross_validation_table,
-        plan_cross_validation,
-        run_cross_validation,
-        summarise_cross_validation,
-    )
+    from lung_nodule_mtl.engines.crossval import plan_cross_validation, run_cross_validation
+    from lung_nodule_mtl.reports.crossval import format_cross_validation_table, summarise_cross_validation
 
     failed = 0
     if not args.summary_only:

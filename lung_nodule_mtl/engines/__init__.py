@@ -1,5 +1,7 @@
 """Pieces that plug the multi-task model into MONAI's Ignite engines (used by the bundle configs)."""
 
+from typing import Any
+
 from lung_nodule_mtl.engines.budget import TimeBudget
 from lung_nodule_mtl.engines.checkpoint import (
     AtomicCheckpointSaver,
@@ -12,12 +14,24 @@ from lung_nodule_mtl.engines.inferer import AutocastInferer, cpu_bf16_native
 from lung_nodule_mtl.engines.loss import TotalLoss
 from lung_nodule_mtl.engines.metrics import MultiTaskValidationMetric, mask_probability, multitask_output
 from lung_nodule_mtl.engines.prepare_batch import DEFAULT_TARGET_KEYS, MultiTaskPrepareBatch
-from lung_nodule_mtl.engines.report import (
-    NoduleEvaluationWriter,
-    NodulePredictionWriter,
-    SplitPredictiond,
-    head_predictions,
-)
+
+_MOVED_TO_REPORTS = ("NoduleEvaluationWriter", "NodulePredictionWriter", "SplitPredictiond", "head_predictions")
+"""Names that lived here until 0.5 and moved to :mod:`lung_nodule_mtl.reports` (the one home of what the pipeline
+writes); still reachable here, with a warning, for configs that name ``lung_nodule_mtl.engines.<name>``."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_REPORTS:
+        import warnings
+
+        from lung_nodule_mtl.reports import evaluation
+
+        warnings.warn(
+            f"lung_nodule_mtl.engines.{name} moved to lung_nodule_mtl.reports.{name}", FutureWarning, stacklevel=2
+        )
+        return getattr(evaluation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_TARGET_KEYS",
@@ -27,16 +41,12 @@ __all__ = [
     "GrowthPrepareBatch",
     "MultiTaskPrepareBatch",
     "MultiTaskValidationMetric",
-    "NoduleEvaluationWriter",
-    "NodulePredictionWriter",
-    "SplitPredictiond",
     "TimeBudget",
     "TotalLoss",
     "TrainingCheckpoint",
     "cpu_bf16_native",
     "evaluate_growth",
     "followup_mask_output",
-    "head_predictions",
     "latest_checkpoint",
     "mask_probability",
     "multitask_output",

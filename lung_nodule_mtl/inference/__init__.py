@@ -1,6 +1,6 @@
 """Whole-scan inference: read CT, find the lungs, sliding-window segmentation, per-nodule heads, reports."""
 
-from lung_nodule_mtl.inference.batch import BatchResult, case_outputs, predict_batch, write_summary
+from lung_nodule_mtl.inference.batch import BatchResult, case_outputs, predict_batch, write_summary  # (reports.scan)
 from lung_nodule_mtl.inference.bundle import find_bundle, load_scan_predictor, model_info
 from lung_nodule_mtl.inference.pipeline import (
     NodulePrediction,

@@ -7,7 +7,8 @@ For every case found in the input (:func:`~lung_nodule_mtl.io.ct.find_cases`) th
   and malignancy probability, score, attributes), the settings and the model's provenance;
 * with ``qc=True``, ``qc/<case>_nodule<k>.png`` per nodule;
 
-and, for the batch, ``summary.csv`` (one row per nodule of every complete case of the input).
+and, for the batch, ``summary.csv`` (one row per nodule of every complete case of the input). Their layout lives
+in :mod:`lung_nodule_mtl.reports.scan`; this module runs the batch.
 
 A case's files are all written under temporary names and renamed only when all of them succeeded,
 the report last: a case whose ``<case>.json`` exists is complete. A re-run skips complete cases
@@ -28,14 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
-from lung_nodule_mtl import __version__
 from lung_nodule_mtl.inference.pipeline import ScanPrediction, ScanPredictor
-from lung_nodule_mtl.io.geometry import world_to_voxel
+from lung_nodule_mtl.reports.scan import (
+    REPORT_VERSION,
+    SUMMARY_COLUMNS,
+    case_outputs,
+    is_complete,
+    scan_report,
+    write_qc_figures,
+    write_summary,
+)
 from lung_nodule_mtl.utils.flags import as_bool
-from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, json_safe
+from lung_nodule_mtl.utils.io import atomic_path, json_safe
 
 __all__ = [
     "REPORT_VERSION",
@@ -47,30 +54,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("lung_nodule_mtl.predict")
-
-REPORT_VERSION = 1
-"""Version of the ``<case>.json`` layout."""
-
-SUMMARY_FILE = "summary.csv"
-SUMMARY_COLUMNS = (
-    "case_id",
-    "nodule_id",
-    "center_x_mm",
-    "center_y_mm",
-    "center_z_mm",
-    "center_i",
-    "center_j",
-    "center_k",
-    "diameter_mm",
-    "volume_mm3",
-    "detection_probability",
-    "malignancy_probability",
-    "malignancy_score",
-)
-"""Leading columns of ``summary.csv`` (centre in RAS world mm, voxel indices of the input); the attributes follow,
-then ``source`` and ``model_version``."""
-
-DISCLAIMER = "Research use only; not a medical device. Not validated for clinical decisions."
 
 
 @dataclass
@@ -88,45 +71,6 @@ class BatchResult:
         return not self.failed
 
 
-def case_outputs(output_dir: str | Path, case_id: str) -> dict[str, Path]:
-    """Paths of one case's outputs: ``labels`` (NIfTI) and ``report`` (JSON); QC figures go to ``qc/``."""
-    out = Path(output_dir)
-    return {"labels": out / f"{case_id}_nodules.nii.gz", "report": out / f"{case_id}.json", "qc": out / "qc"}
-
-
-def _is_complete(paths: Mapping[str, Path]) -> bool:
-    report = paths["report"]
-    if not (report.is_file() and paths["labels"].is_file()):
-        return False
-    try:
-        with report.open() as f:
-            return isinstance(json.load(f).get("nodules"), list)
-    except (OSError, ValueError):
-        return False
-
-
-def _report(case: Any, volume: Any, result: ScanPrediction, predictor: ScanPredictor, labels_name: str) -> dict:
-    return {
-        "report_version": REPORT_VERSION,
-        "case_id": case.case_id,
-        "input": str(case.path),
-        "input_kind": case.kind,
-        "input_shape": list(volume.shape),
-        "input_spacing_mm": [round(float(s), 6) for s in volume.spacing_mm],
-        "label_map": labels_name,
-        "coordinate_system": "world mm: RAS (NIfTI, MONAI) and LPS (DICOM, ITK, LUNA16); voxels: the input's (i, j, k)",
-        "n_nodules": len(result.nodules),
-        "nodules": [n.to_dict() for n in result.nodules],
-        "lung_volume_ml": result.lung_volume_ml,
-        "warnings": [*volume.warnings, *result.warnings],
-        "settings": predictor.settings(),
-        "model": {**predictor.model_info, "package_version": __version__},
-        "timings_s": result.timings_s,
-        "counts": result.counts,
-        "disclaimer": DISCLAIMER,
-    }
-
-
 def _centres_for(case_id: str, table: Mapping[str, Sequence[Any]] | None) -> list[list[float]] | None:
     if table is None:
         return None
@@ -134,7 +78,6 @@ def _centres_for(case_id: str, table: Mapping[str, Sequence[Any]] | None) -> lis
 
 
 def _run_case(case: Any, predictor: ScanPredictor, output_dir: Path, centres: Any, qc: bool) -> ScanPrediction:
-    from lung_nodule_mtl.inference.qc import nodule_qc_image, write_nodule_qc
     from lung_nodule_mtl.io.ct import load_ct, write_label_map
 
     paths = case_outputs(output_dir, case.case_id)
@@ -157,65 +100,13 @@ def _run_case(case: Any, predictor: ScanPredictor, output_dir: Path, centres: An
         write_label_map(volume, result.labels, labels_tmp)
         write_s = time.perf_counter() - start
         result.timings_s = {"read": round(read_s, 3), **result.timings_s, "write": round(write_s, 3)}
-        report = _report(case, volume, result, predictor, paths["labels"].name)
+        report = scan_report(case, volume, result, predictor, paths["labels"].name)
         if qc and result.isotropic_image is not None and result.isotropic_labels is not None:
-            hu = np.asarray(result.isotropic_image[0])
-            iso_affine = np.asarray(result.isotropic_image.affine, dtype=np.float64)
-            figures = []
-            for n in result.nodules:
-                png = paths["qc"] / f"{case.case_id}_nodule{n.label}.png"
-                centre = world_to_voxel(iso_affine, np.asarray(n.center_world_mm_ras))
-                image = nodule_qc_image(hu, result.isotropic_labels, centre, n.label)
-                malignancy = "n/a" if n.malignancy_probability is None else f"{n.malignancy_probability:.2f}"
-                diameter = "n/a" if n.diameter_mm is None else f"{n.diameter_mm:.1f} mm"
-                title = f"{case.case_id} nodule {n.label}: {diameter}, malignancy {malignancy} (axial|coronal|sagittal)"
-                write_nodule_qc(stack.enter_context(atomic_path(png)), image, title)
-                figures.append(str(png.relative_to(output_dir)))
-            report["qc_figures"] = figures
+            report["qc_figures"] = write_qc_figures(stack, output_dir, case.case_id, result)
         with open(report_tmp, "w") as f:
             json.dump(json_safe(report), f, indent=2)
             f.write("\n")
     return result
-
-
-def _summary_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for n in report.get("nodules", []):
-        centre, vox = n["center_world_mm_ras"], n["center_voxel"]
-        row: dict[str, Any] = {
-            "case_id": report["case_id"],
-            "nodule_id": n["label"],
-            "center_x_mm": centre[0],
-            "center_y_mm": centre[1],
-            "center_z_mm": centre[2],
-            "center_i": vox[0],
-            "center_j": vox[1],
-            "center_k": vox[2],
-            "diameter_mm": n.get("diameter_mm"),
-            "volume_mm3": n.get("volume_mm3"),
-            "detection_probability": n.get("detection_probability"),
-            "malignancy_probability": n.get("malignancy_probability"),
-            "malignancy_score": n.get("malignancy_score"),
-        }
-        row.update(n.get("attributes", {}))
-        if n.get("malignancy_probability_network") is not None:  # the probability above is fused with the size
-            row["malignancy_probability_network"] = n["malignancy_probability_network"]
-        row["source"] = n.get("source")
-        row["model_version"] = report.get("model", {}).get("package_version")
-        rows.append(row)
-    return rows
-
-
-def write_summary(output_dir: str | Path, case_ids: Sequence[str]) -> Path:
-    """(Re)write ``summary.csv`` from the complete reports of ``case_ids`` in ``output_dir`` (sorted by case)."""
-    out = Path(output_dir)
-    rows: list[dict[str, Any]] = []
-    for case_id in sorted(case_ids):
-        paths = case_outputs(out, case_id)
-        if _is_complete(paths):
-            with paths["report"].open() as f:
-                rows += _summary_rows(json.load(f))
-    return atomic_write_csv(rows, out / SUMMARY_FILE, first_fields=SUMMARY_COLUMNS)
 
 
 def predict_batch(
@@ -279,7 +170,7 @@ def predict_batch(
     for case in bar:
         bar.set_postfix_str(case.case_id)
         paths = case_outputs(out, case.case_id)
-        if not overwrite and _is_complete(paths):
+        if not overwrite and is_complete(paths):
             logger.info("%s: outputs complete, skipped (use --overwrite to redo)", case.case_id)
             result.skipped.append(case.case_id)
             continue

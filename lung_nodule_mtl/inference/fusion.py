@@ -12,7 +12,7 @@ fitted to the readers' labels, not to the network's training loss. Whatever the 
 
 The model is a small JSON file beside the weights (``bundle/models/malignancy_fusion.json``), read by
 ``predict`` / ``scan_inferring`` (:class:`~lung_nodule_mtl.inference.pipeline.ScanPredictor`) and by
-``evaluating`` (:class:`~lung_nodule_mtl.engines.report.NoduleEvaluationWriter`); ``lung-nodule-mtl
+``evaluating`` (:class:`~lung_nodule_mtl.reports.evaluation.NoduleEvaluationWriter`); ``lung-nodule-mtl
 fit-malignancy`` fits it (:func:`fit_malignancy_fusion`) on ``evaluating``'s ``per_nodule.csv`` tables.
 """
 

@@ -51,10 +51,10 @@ from torch import nn
 
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
 from lung_nodule_mtl.engines.inferer import cpu_bf16_native
-from lung_nodule_mtl.engines.report import head_predictions
 from lung_nodule_mtl.inference.fusion import MalignancyFusion
 from lung_nodule_mtl.io.geometry import equivalent_diameter_mm, voxel_to_world, world_to_voxel
 from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
+from lung_nodule_mtl.reports.evaluation import head_predictions
 from lung_nodule_mtl.transforms.chains import AXIS_LABELS, DEFAULT_SPACING_MM, ORIENTATION
 from lung_nodule_mtl.transforms.crop import NoduleCentredCrop, nodule_roi
 from lung_nodule_mtl.transforms.lung import bounding_box, lung_mask

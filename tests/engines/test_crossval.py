@@ -10,12 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lung_nodule_mtl.engines.crossval import (
-    ABLATIONS,
-    NO_VALIDATION_INTERVAL,
-    plan_cross_validation,
-    summarise_cross_validation,
-)
+from lung_nodule_mtl.engines.crossval import ABLATIONS, NO_VALIDATION_INTERVAL, plan_cross_validation
+from lung_nodule_mtl.reports.crossval import summarise_cross_validation
 
 
 def test_plan_layout_and_overrides(tmp_path: Path) -> None:

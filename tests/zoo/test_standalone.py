@@ -95,7 +95,7 @@ def test_resolves_with_monai(tmp_path: Path) -> None:
 def test_merged_configs_agree() -> None:
     train, override = _standalone(
         {"imports": ["$import lung_nodule_mtl"], "bundle_root": ".", "x": "$lung_nodule_mtl.data"},
-        {"h": {"_target_": "lung_nodule_mtl.engines.NodulePredictionWriter"}},
+        {"h": {"_target_": "lung_nodule_mtl.reports.NodulePredictionWriter"}},
     )
     assert train[SCRIPTS_KEY] == override[SCRIPTS_KEY]
     assert "'lung_nodule_mtl.data'" in override[SCRIPTS_KEY]

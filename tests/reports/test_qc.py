@@ -1,4 +1,4 @@
-"""Per-nodule QC figures (:mod:`lung_nodule_mtl.inference.qc`): panel layout, outline colours, lung window, PNG.
+"""Per-nodule QC figures (:mod:`lung_nodule_mtl.reports.qc`): panel layout, outline colours, lung window, PNG.
 
 Volumes are tiny ``(20, 20, 20)`` HU arrays built here; the expected figures are painted pixel by pixel from the
 documented layout (axial | coronal | sagittal, each panel's rows = its second axis reversed, a 2-pixel black gap
@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from lung_nodule_mtl.constants import DEFAULT_WINDOWS
-from lung_nodule_mtl.inference.qc import nodule_qc_image, write_nodule_qc
+from lung_nodule_mtl.reports.qc import nodule_qc_image, write_nodule_qc
 
 RED = (255, 40, 40)
 YELLOW = (255, 220, 0)
