@@ -85,3 +85,52 @@ def test_scan_inferring_with_the_trained_weights(trained: Path, scans: Path, tmp
     assert report["settings"]["detection_score"] == "nodule head"
     scores = [n["detection_probability"] for n in report["nodules"]]
     assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_scan_chains_listed_in_the_config_are_the_python_chains(dataset: Path, scans: Path) -> None:
+    """train_scans.yaml lists its two whole-scan chains transform by transform; with one seed they give exactly the
+    windows of get_scan_train_transforms (what the released weights were trained with)."""
+    from monai.bundle import ConfigParser
+
+    from lung_nodule_mtl.data.scans import join_lists, scan_items
+    from lung_nodule_mtl.transforms import TRAIN_KEYS, get_scan_train_transforms
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "train_scans.yaml")])
+    parser.update({"dataset_dir": str(dataset), "scan_datalist": str(scans), **TINY})
+    p = {k: parser.get_parsed_content(k) for k in ("patch_size", "spacing_mm", "windows", "indeterminate", "bank")}
+    common = {"roi_size": p["patch_size"], "spacing_mm": p["spacing_mm"], "windows": p["windows"]}
+    scan_chain = get_scan_train_transforms(
+        **common,
+        bank=p["bank"],
+        fractions=parser.get_parsed_content("window_fractions"),
+        insert_prob=parser.get_parsed_content("insert_prob"),
+        max_shift_mm=parser.get_parsed_content("max_shift_mm"),
+        anywhere_shift_mm=parser.get_parsed_content("anywhere_shift_mm"),
+        indeterminate=p["indeterminate"],
+        select_keys=TRAIN_KEYS,
+    )
+    voi_chain = get_scan_train_transforms(
+        **common,
+        bank=None,
+        fractions=parser.get_parsed_content("voi_window_fractions"),
+        max_shift_mm=parser.get_parsed_content("max_shift_mm"),
+        negative_clearance_mm=parser.get_parsed_content("voi_clearance_mm"),
+        indeterminate=p["indeterminate"],
+        select_keys=TRAIN_KEYS,
+    )
+    scan_data = join_lists(parser.get_parsed_content("scan_splits"), ["training", "validation"])[:2]
+    voi_data = scan_items(parser.get_parsed_content("datalist_splits")["training"])[:2]
+    for config_id, python_chain, data in (
+        ("train#scan_preprocessing", scan_chain, scan_data),
+        ("train#voi_window_preprocessing", voi_chain, voi_data),
+    ):
+        config_chain = parser.get_parsed_content(config_id)
+        samples = []
+        for chain in (config_chain, python_chain):
+            chain.set_random_state(seed=3)
+            samples.append([chain(dict(item)) for item in data for _ in range(3)])
+        for a, b in zip(*samples, strict=True):
+            assert set(a) == set(b) == set(TRAIN_KEYS), config_id
+            for key in a:
+                torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{config_id} {key}")
