@@ -42,6 +42,7 @@ from scipy import ndimage
 
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_NAMES, Keys
 from lung_nodule_mtl.io import equivalent_diameter_mm, find_cases, load_ct
+from lung_nodule_mtl.utils.deprecation import renamed_keyword
 
 __all__ = [
     "BANK_LABEL_KEYS",
@@ -276,26 +277,28 @@ def soft_edge(mask: NDArray[np.bool_], edge_mm: float, spacing_mm: Sequence[floa
     return np.maximum(m, np.clip(2.0 * ndimage.gaussian_filter(m, sigma), 0.0, 1.0))
 
 
+@renamed_keyword("centre", "center")
 def paste_nodule(
     region_hu: NDArray[np.floating],
     region_label: NDArray[Any] | None,
     hu: NDArray[np.floating],
     mask: NDArray[np.bool_],
-    centre: Sequence[int],
+    center: Sequence[int],
     spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
     edge_mm: float = DEFAULT_EDGE_MM,
     label_value: int = 1,
 ) -> tuple[slice, slice, slice] | None:
-    """Blend a nodule patch into ``region_hu`` (same grid) with its voxel ``shape // 2`` at ``centre``, in place.
+    """Blend a nodule patch into ``region_hu`` (same grid) with its voxel ``shape // 2`` at ``center``, in place.
 
     ``out = (1 - a) · host + a · max(nodule, host)``, ``a`` = :func:`soft_edge` of the mask; ``region_label`` (if
     given) gets ``label_value`` on the mask's voxels. Parts of the patch outside the region are dropped.
+    ``centre``: deprecated spelling of ``center``.
 
     Returns:
         The region's slices that were touched, or ``None`` if the patch lies wholly outside.
     """
     alpha = soft_edge(mask, edge_mm, spacing_mm)
-    start = np.asarray(centre, dtype=int) - np.asarray(hu.shape) // 2
+    start = np.asarray(center, dtype=int) - np.asarray(hu.shape) // 2
     dst, src = [], []
     for s, n_patch, n_region in zip(start, hu.shape, region_hu.shape, strict=True):
         a, b = max(int(s), 0), min(int(s) + n_patch, n_region)

@@ -69,6 +69,7 @@ from lung_nodule_mtl.constants import DatalistSplit, Keys, ras_to_lps
 from lung_nodule_mtl.data.datalist import patient_folds, validate_item, write_datalist
 from lung_nodule_mtl.data.nodule_table import NoduleRecord, read_nodule_table
 from lung_nodule_mtl.io import Case, InputError, ct_storage_dtype, load_ct, world_to_voxel, write_on_grid
+from lung_nodule_mtl.utils.deprecation import renamed_keyword
 from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, atomic_write_nifti, json_safe, reusable_record
 
 __all__ = [
@@ -244,10 +245,11 @@ def find_luna16_scans(root: str | os.PathLike[str]) -> list[Luna16Scan]:
 # --------------------------------------------------------------------------------------------------------------
 
 
+@renamed_keyword("centres_ras_mm", "centers_ras_mm")
 def sphere_mask(
     shape: Sequence[int],
     affine: ArrayLike,
-    centres_ras_mm: Iterable[Sequence[float]],
+    centers_ras_mm: Iterable[Sequence[float]],
     diameters_mm: Iterable[float],
 ) -> NDArray[np.uint8]:
     """Draw balls in world millimetres on a voxel grid.
@@ -259,7 +261,7 @@ def sphere_mask(
     Args:
         shape: ``(H, W, D)`` of the grid.
         affine: ``(4, 4)`` voxel-to-RAS-mm affine of the grid.
-        centres_ras_mm: ball centres ``(x, y, z)``, RAS mm.
+        centers_ras_mm: ball centres ``(x, y, z)``, RAS mm (``centres_ras_mm``: deprecated spelling).
         diameters_mm: ball diameters, mm (one per centre, > 0).
 
     Returns:
@@ -274,7 +276,7 @@ def sphere_mask(
     inverse = np.linalg.inv(rotation)
     row_norms = np.linalg.norm(inverse, axis=1)  # index extent of a ball of radius 1 mm along each axis
     mask = np.zeros(dims, dtype=np.uint8)
-    for centre, diameter in zip(centres_ras_mm, diameters_mm, strict=True):
+    for centre, diameter in zip(centers_ras_mm, diameters_mm, strict=True):
         d = float(diameter)
         if not (math.isfinite(d) and d > 0):
             raise ValueError(f"a ball's diameter must be a positive number of mm, got {diameter!r}.")

@@ -34,10 +34,14 @@ from lung_nodule_mtl.transforms.chains import (
 )
 from lung_nodule_mtl.transforms.crop import (
     MASK_PAD_VALUE,
-    NoduleCentredCrop,
-    NoduleCentredCropd,
-    RandNoduleCentredCrop,
-    RandNoduleCentredCropd,
+    NoduleCenteredCrop,
+    NoduleCenteredCropd,
+    NoduleCentredCrop,  # deprecated alias
+    NoduleCentredCropd,  # deprecated alias
+    RandNoduleCenteredCrop,
+    RandNoduleCenteredCropd,
+    RandNoduleCentredCrop,  # deprecated alias
+    RandNoduleCentredCropd,  # deprecated alias
     nodule_roi,
 )
 from lung_nodule_mtl.transforms.growth import get_growth_transforms
@@ -79,10 +83,14 @@ __all__ = [
     "WINDOWED_PAD_VALUE",
     "LungWindow",
     "LungWindowd",
+    "NoduleCenteredCrop",
+    "NoduleCenteredCropd",
     "NoduleCentredCrop",
     "NoduleCentredCropd",
     "NoduleLabels",
     "NoduleLabelsd",
+    "RandNoduleCenteredCrop",
+    "RandNoduleCenteredCropd",
     "RandNoduleCentredCrop",
     "RandNoduleCentredCropd",
     "RandScanWindowsd",

@@ -7,8 +7,8 @@ own (the bundle configs list the same structure, transform by transform, and sha
 1. ``LoadImaged`` (image, mask) → ``EnsureChannelFirstd`` → ``Orientationd("RAS")`` →
    ``Spacingd(spacing_mm)`` (image bilinear, mask nearest): isotropic voxels, so ``roi_size``
    voxels is ``roi_size * spacing_mm`` millimetres and augmentation treats the three axes alike.
-2. :class:`~lung_nodule_mtl.transforms.crop.NoduleCentredCropd` (validation, inference) or
-   :class:`~lung_nodule_mtl.transforms.crop.RandNoduleCentredCropd` (training, centre jittered by up to
+2. :class:`~lung_nodule_mtl.transforms.crop.NoduleCenteredCropd` (validation, inference) or
+   :class:`~lung_nodule_mtl.transforms.crop.RandNoduleCenteredCropd` (training, centre jittered by up to
    ``max_shift_mm``) around ``center_world_mm``: the image padded with air (-1000 HU), the mask with 0.
 3. :class:`~lung_nodule_mtl.transforms.window.LungWindowd`: ``(n_windows, *roi_size)`` in ``[0, 1]``.
    From here on, 0 is the padding value of the image (air in every window).
@@ -53,7 +53,7 @@ from monai.transforms import (
 )
 
 from lung_nodule_mtl.constants import AIR_HU, Keys
-from lung_nodule_mtl.transforms.crop import MASK_PAD_VALUE, NoduleCentredCropd, RandNoduleCentredCropd
+from lung_nodule_mtl.transforms.crop import MASK_PAD_VALUE, NoduleCenteredCropd, RandNoduleCenteredCropd
 from lung_nodule_mtl.transforms.labels import LABEL_KEYS, IndeterminatePolicy, NoduleLabelsd
 from lung_nodule_mtl.transforms.window import LungWindowd, WindowsLike
 
@@ -218,7 +218,7 @@ def get_train_transforms(
     keys = [image_key, mask_key]
     transforms: list[Transform] = [
         Compose(_load(keys, spacing_mm, image_key)),
-        RandNoduleCentredCropd(
+        RandNoduleCenteredCropd(
             keys, roi_size, max_shift_mm=max_shift_mm, center_key=center_key, pad_value=_pad_values(keys, image_key)
         ),
         LungWindowd(keys=image_key, windows=windows),
@@ -422,7 +422,7 @@ def get_val_transforms(
     return Compose(
         [
             Compose(_load(keys, spacing_mm, image_key)),
-            NoduleCentredCropd(keys, roi_size, center_key=center_key, pad_value=_pad_values(keys, image_key)),
+            NoduleCenteredCropd(keys, roi_size, center_key=center_key, pad_value=_pad_values(keys, image_key)),
             LungWindowd(keys=image_key, windows=windows),
             NoduleLabelsd(keys=label_keys, indeterminate=indeterminate),
             EnsureTyped(keys=keys, dtype=torch.float32),
@@ -454,7 +454,7 @@ def get_inference_transforms(
     return Compose(
         [
             Compose(_load(keys, spacing_mm, image_key)),
-            NoduleCentredCropd(keys, roi_size, center_key=center_key, pad_value=AIR_HU),
+            NoduleCenteredCropd(keys, roi_size, center_key=center_key, pad_value=AIR_HU),
             LungWindowd(keys=image_key, windows=windows),
             EnsureTyped(keys=keys, dtype=torch.float32),
         ]

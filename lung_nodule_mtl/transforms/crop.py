@@ -14,7 +14,7 @@ RAS) or for another image, and a crop of pure padding would train on nothing.
 
 Both MONAI steps update the ``MetaTensor`` affine, so every output voxel has the world position of
 the input voxel it was copied from, and a prediction made on the crop can be put back into the scan.
-The two steps are recorded as one invertible operation: :meth:`NoduleCentredCrop.inverse` removes
+The two steps are recorded as one invertible operation: :meth:`NoduleCenteredCrop.inverse` removes
 the padding and pads the crop back to the input grid **with zeros** (MONAI's ``Crop.inverse``), so
 it is meant for masks and probability maps (e.g. through ``monai.transforms.Invertd``).
 """
@@ -31,16 +31,22 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import Crop, InvertibleTransform, MapTransform, Pad, Randomizable
-from monai.utils import TraceKeys, convert_to_tensor
+from monai.utils import TraceKeys, convert_to_tensor, deprecated
 from numpy.typing import NDArray
 
+from lung_nodule_mtl._version import __version__
 from lung_nodule_mtl.constants import AIR_HU, Keys
 from lung_nodule_mtl.io.geometry import world_to_voxel
+from lung_nodule_mtl.utils.deprecation import RENAMED_IN
 
 __all__ = [
     "MASK_PAD_VALUE",
+    "NoduleCenteredCrop",
+    "NoduleCenteredCropd",
     "NoduleCentredCrop",
     "NoduleCentredCropd",
+    "RandNoduleCenteredCrop",
+    "RandNoduleCenteredCropd",
     "RandNoduleCentredCrop",
     "RandNoduleCentredCropd",
     "nodule_roi",
@@ -130,10 +136,10 @@ def nodule_roi(
     return start, end
 
 
-class NoduleCentredCrop(InvertibleTransform):
+class NoduleCenteredCrop(InvertibleTransform):
     """Crop a ``roi_size`` ROI (voxels) around a world centre (RAS mm), padding outside the volume.
 
-    The deterministic twin of :class:`RandNoduleCentredCrop`. See the module docstring for the
+    The deterministic twin of :class:`RandNoduleCenteredCrop`. See the module docstring for the
     voxel convention, the edges and the inverse.
 
     Args:
@@ -238,8 +244,8 @@ def _pad_values(keys: Sequence[Hashable], pad_value: Sequence[float] | float | N
     return tuple(_finite(v, f"pad_value[{i}]") for i, v in enumerate(values))
 
 
-class NoduleCentredCropd(MapTransform, InvertibleTransform):
-    """Dictionary version of :class:`NoduleCentredCrop`: the same world centre for every key.
+class NoduleCenteredCropd(MapTransform, InvertibleTransform):
+    """Dictionary version of :class:`NoduleCenteredCrop`: the same world centre for every key.
 
     The centre is read from ``data[center_key]`` (RAS mm). Each key is converted through its own
     affine, so keys on different grids still get the same world region.
@@ -254,7 +260,7 @@ class NoduleCentredCropd(MapTransform, InvertibleTransform):
         allow_missing_keys: do not raise if a key is missing.
     """
 
-    backend = NoduleCentredCrop.backend
+    backend = NoduleCenteredCrop.backend
 
     def __init__(
         self,
@@ -267,7 +273,7 @@ class NoduleCentredCropd(MapTransform, InvertibleTransform):
         MapTransform.__init__(self, keys, allow_missing_keys)
         self.center_key = str(center_key)
         self.pad_values = _pad_values(self.keys, pad_value)
-        self.cropper = NoduleCentredCrop(roi_size)
+        self.cropper = NoduleCenteredCrop(roi_size)
 
     def __call__(
         self, data: Mapping[Hashable, Any], center_world_mm: Sequence[float] | NDArray | None = None
@@ -277,7 +283,7 @@ class NoduleCentredCropd(MapTransform, InvertibleTransform):
         Args:
             data: dictionary with the keys and ``center_key``.
             center_world_mm: overrides ``data[center_key]`` (RAS mm); this is how
-                :class:`RandNoduleCentredCropd` replays a drawn centre.
+                :class:`RandNoduleCenteredCropd` replays a drawn centre.
 
         Returns:
             A new dictionary with each key cropped to ``(C, *roi_size)``; ``center_key`` unchanged.
@@ -303,26 +309,26 @@ class NoduleCentredCropd(MapTransform, InvertibleTransform):
         return d
 
 
-class RandNoduleCentredCrop(Randomizable, InvertibleTransform):
-    """:class:`NoduleCentredCrop` around a jittered centre, for training.
+class RandNoduleCenteredCrop(Randomizable, InvertibleTransform):
+    """:class:`NoduleCenteredCrop` around a jittered centre, for training.
 
     Each call draws an offset uniformly in ``[-max_shift_mm, max_shift_mm]`` per RAS axis (mm),
     adds it to the centre and calls the deterministic twin; the centre used is kept in
-    :attr:`last_center_world_mm`, so ``NoduleCentredCrop(roi_size)(img, last_center_world_mm)``
+    :attr:`last_center_world_mm`, so ``NoduleCenteredCrop(roi_size)(img, last_center_world_mm)``
     replays the result.
 
     Args:
         roi_size: output spatial size in voxels (int or 3 ints).
         max_shift_mm: largest shift of the centre, mm, one number or one per axis ``(x, y, z)``.
-        pad_value: see :class:`NoduleCentredCrop`.
+        pad_value: see :class:`NoduleCenteredCrop`.
     """
 
-    backend = NoduleCentredCrop.backend
+    backend = NoduleCenteredCrop.backend
 
     def __init__(
         self, roi_size: Sequence[int] | int, max_shift_mm: Sequence[float] | float = 0.0, pad_value: float = AIR_HU
     ) -> None:
-        self.cropper = NoduleCentredCrop(roi_size, pad_value)
+        self.cropper = NoduleCenteredCrop(roi_size, pad_value)
         self.max_shift_mm = _max_shift(max_shift_mm)
         self.offset_mm: NDArray[np.float64] = np.zeros(_SPATIAL_DIMS)
         self.last_center_world_mm: NDArray[np.float64] | None = None
@@ -341,7 +347,7 @@ class RandNoduleCentredCrop(Randomizable, InvertibleTransform):
         """Crop ``img`` (``(C, H, W, D)`` ``MetaTensor``) around ``center_world_mm`` + a random offset.
 
         Args:
-            img: see :meth:`NoduleCentredCrop.__call__`.
+            img: see :meth:`NoduleCenteredCrop.__call__`.
             center_world_mm: ``(x, y, z)`` nodule centre in RAS mm, before jitter.
             randomize: draw a new offset (``False`` reuses the last one).
             pad_value: overrides the pad constant for this call.
@@ -355,25 +361,25 @@ class RandNoduleCentredCrop(Randomizable, InvertibleTransform):
         return self.cropper(img, self.last_center_world_mm, pad_value=pad_value)
 
     def inverse(self, data: MetaTensor) -> MetaTensor:
-        """See :meth:`NoduleCentredCrop.inverse`."""
+        """See :meth:`NoduleCenteredCrop.inverse`."""
         return self.cropper.inverse(data)
 
 
-class RandNoduleCentredCropd(Randomizable, MapTransform, InvertibleTransform):
-    """Dictionary version of :class:`RandNoduleCentredCrop`: one offset per call, the same for every key.
+class RandNoduleCenteredCropd(Randomizable, MapTransform, InvertibleTransform):
+    """Dictionary version of :class:`RandNoduleCenteredCrop`: one offset per call, the same for every key.
 
-    Replay: ``NoduleCentredCropd(keys, roi_size, ...)(data, center_world_mm=t.last_center_world_mm)``.
+    Replay: ``NoduleCenteredCropd(keys, roi_size, ...)(data, center_world_mm=t.last_center_world_mm)``.
 
     Args:
         keys: keys of ``(C, H, W, D)`` ``MetaTensor`` volumes (e.g. image and mask).
         roi_size: output spatial size in voxels (int or 3 ints).
         max_shift_mm: largest shift of the centre, mm, one number or one per RAS axis.
         center_key: key of the ``(x, y, z)`` RAS-mm centre in the data dictionary.
-        pad_value: see :class:`NoduleCentredCropd`.
+        pad_value: see :class:`NoduleCenteredCropd`.
         allow_missing_keys: do not raise if a key is missing.
     """
 
-    backend = NoduleCentredCrop.backend
+    backend = NoduleCenteredCrop.backend
 
     def __init__(
         self,
@@ -385,7 +391,7 @@ class RandNoduleCentredCropd(Randomizable, MapTransform, InvertibleTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
-        self.cropper = NoduleCentredCropd(keys, roi_size, center_key, pad_value, allow_missing_keys)
+        self.cropper = NoduleCenteredCropd(keys, roi_size, center_key, pad_value, allow_missing_keys)
         self.center_key = str(center_key)
         self.max_shift_mm = _max_shift(max_shift_mm)
         self.offset_mm: NDArray[np.float64] = np.zeros(_SPATIAL_DIMS)
@@ -404,5 +410,29 @@ class RandNoduleCentredCropd(Randomizable, MapTransform, InvertibleTransform):
         return self.cropper(data, center_world_mm=self.last_center_world_mm)
 
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """See :meth:`NoduleCentredCropd.inverse`."""
+        """See :meth:`NoduleCenteredCropd.inverse`."""
         return self.cropper.inverse(data)
+
+
+# Deprecated aliases: the former spelling of the classes. Each is the new class under its old name and warns
+# (FutureWarning, MONAI's ``deprecated``) when built, so code and bundle configs naming the old class still run.
+
+
+@deprecated(since=RENAMED_IN, version_val=__version__, msg_suffix="Use NoduleCenteredCrop (same transform).")
+class NoduleCentredCrop(NoduleCenteredCrop):
+    """Deprecated alias of :class:`NoduleCenteredCrop`."""
+
+
+@deprecated(since=RENAMED_IN, version_val=__version__, msg_suffix="Use NoduleCenteredCropd (same transform).")
+class NoduleCentredCropd(NoduleCenteredCropd):
+    """Deprecated alias of :class:`NoduleCenteredCropd`."""
+
+
+@deprecated(since=RENAMED_IN, version_val=__version__, msg_suffix="Use RandNoduleCenteredCrop (same transform).")
+class RandNoduleCentredCrop(RandNoduleCenteredCrop):
+    """Deprecated alias of :class:`RandNoduleCenteredCrop`."""
+
+
+@deprecated(since=RENAMED_IN, version_val=__version__, msg_suffix="Use RandNoduleCenteredCropd (same transform).")
+class RandNoduleCentredCropd(RandNoduleCenteredCropd):
+    """Deprecated alias of :class:`RandNoduleCenteredCropd`."""

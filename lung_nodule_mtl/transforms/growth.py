@@ -39,7 +39,7 @@ from lung_nodule_mtl.transforms.chains import (
     DEFAULT_SPACING_MM,
     ORIENTATION,
 )
-from lung_nodule_mtl.transforms.crop import MASK_PAD_VALUE, NoduleCentredCropd
+from lung_nodule_mtl.transforms.crop import MASK_PAD_VALUE, NoduleCenteredCropd
 from lung_nodule_mtl.transforms.window import LungWindowd, WindowsLike
 
 __all__ = ["FOLLOWUP_IMAGE_KEY", "FOLLOWUP_LABEL_KEY", "GROWTH_IMAGE_KEYS", "GROWTH_MASK_KEYS", "get_growth_transforms"]
@@ -93,7 +93,7 @@ def get_growth_transforms(
         EnsureChannelFirstd(keys=keys),
         Orientationd(keys=keys, axcodes=ORIENTATION, labels=AXIS_LABELS),
         Spacingd(keys=keys, pixdim=spacing, mode=["bilinear"] * len(images) + ["nearest"] * len(masks)),
-        NoduleCentredCropd(
+        NoduleCenteredCropd(
             keys, roi_size, center_key=center_key, pad_value=[AIR_HU] * len(images) + [MASK_PAD_VALUE] * len(masks)
         ),
         LungWindowd(keys=images, windows=windows),

@@ -22,12 +22,15 @@ from scipy import ndimage
 from lung_nodule_mtl.cli.main import main
 from lung_nodule_mtl.constants import DatalistSplit, Keys, ras_to_lps
 from lung_nodule_mtl.data.growth_pairs import (
+    CENTER_SEARCH_MM,
+    CENTRE_SEARCH_MM,
     PAIRS_COLUMNS,
     SUMMARY_COLUMNS,
     RegistrationSettings,
     prepare_growth_pairs,
     read_pairs_csv,
 )
+from lung_nodule_mtl.data.growth_pairs import loader as growth_pairs_loader
 
 SEED = 0
 SCAN_CENTRE = np.array([10.0, -20.0, 30.0])
@@ -291,7 +294,7 @@ def test_items_and_files(prepared: dict[str, Any]) -> None:
             np.testing.assert_allclose(img.affine, images[0].affine)
         np.testing.assert_allclose(np.diag(images[0].affine)[:3], 1.0)
         centre_voxel = np.linalg.inv(images[0].affine) @ [*item[Keys.CENTER_WORLD], 1.0]
-        np.testing.assert_allclose(centre_voxel[:3], 24.0, atol=1e-6)  # voxel n // 2, as NoduleCentredCrop crops
+        np.testing.assert_allclose(centre_voxel[:3], 24.0, atol=1e-6)  # voxel n // 2, as NoduleCenteredCrop crops
     np.testing.assert_allclose(result["items"]["P2_1"][Keys.CENTER_WORLD], NODULE_A, atol=1e-3)  # LPS row
     with open(result["dir"] / "pairs_summary.csv") as f:
         rows = list(csv.DictReader(f))
@@ -435,9 +438,25 @@ def test_duplicate_and_lps_default(tmp_path: Path) -> None:
     row = _row("P 1", "1", NODULE_A, FOLLOWUP_A, interval_days=365)
     rows = read_pairs_csv(_write_csv(tmp_path / "pairs.csv", [row, row]), coordinate_system="LPS")
     assert rows[0].spec is not None and rows[0].spec.case_id == "P_1_1"
-    np.testing.assert_allclose(rows[0].spec.baseline_centre, ras_to_lps(NODULE_A))
+    np.testing.assert_allclose(rows[0].spec.baseline_center, ras_to_lps(NODULE_A))
     assert rows[0].spec.baseline_image == tmp_path / "scans" / "base.nii.gz"
     assert rows[1].spec is None and "repeats line 2" in str(rows[1].error)
+
+
+def test_old_spellings_of_the_centres(prepared: dict[str, Any], tmp_path: Path) -> None:
+    """``CENTRE_SEARCH_MM`` is an alias; ``PairSpec.*_centre`` read the ``*_center`` fields with a FutureWarning;
+    the pair records on disk keep their keys (``key.row.baseline_centre``), so earlier runs' records are reused."""
+    assert CENTRE_SEARCH_MM == CENTER_SEARCH_MM == growth_pairs_loader.CENTRE_SEARCH_MM
+    spec = read_pairs_csv(
+        _write_csv(tmp_path / "pairs.csv", [_row("P1", "1", NODULE_A, FOLLOWUP_A, interval_days=365)])
+    )[0].spec
+    assert spec is not None
+    for old, new in (("baseline_centre", "baseline_center"), ("followup_centre", "followup_center")):
+        with pytest.warns(FutureWarning, match=f"PairSpec.{old}` has been deprecated .* use `{new}`"):
+            assert getattr(spec, old) == getattr(spec, new)
+        assert spec.as_json()[old] == list(getattr(spec, new)) and new not in spec.as_json()
+    record = json.loads(next((prepared[True]["dir"] / "records").glob("*.json")).read_text())
+    assert {"baseline_centre", "followup_centre"} <= set(record["key"]["row"])
 
 
 def test_ill_csv_and_args(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -29,6 +30,7 @@ from lung_nodule_mtl.data.synthetic import (
     generate_growth_case,
     grow_nodule,
     label_nodule,
+    render_followup,
     synthesize_dataset,
 )
 from lung_nodule_mtl.data.synthetic import config as C
@@ -215,7 +217,7 @@ def test_registration_noise_bounded(pairs: dict[str, GrowthPair]) -> None:
     h = max(pair.baseline.spacing)
     assert np.linalg.norm(pair.registration.translation_mm) <= shift
     assert np.linalg.norm(moved) <= shift + 0.25 * h  # plus the centroid's voxelisation error
-    expected = pair.followup_centre - pair.baseline_nodule.centre  # -R^T t
+    expected = pair.followup_center - pair.baseline_nodule.center  # -R^T t
     np.testing.assert_allclose(moved, expected, atol=0.25 * h)
     assert not np.array_equal(pair.followup.image, pair.baseline.image)  # independent noise
 
@@ -230,8 +232,44 @@ def test_drawn_registration_bounds() -> None:
     rot = regs[0].rotation
     np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-12)
     centre = np.array([10.0, -20.0, -150.0])
-    moved = regs[0].world_matrix(centre) @ np.r_[regs[0].apparent_centre(centre), 1.0]
+    moved = regs[0].world_matrix(centre) @ np.r_[regs[0].apparent_center(centre), 1.0]
     np.testing.assert_allclose(moved[:3], centre, atol=1e-9)  # the nodule centre appears at c - R^T t
+
+
+def test_old_spellings_of_the_centres_warn_and_give_the_same(pairs: dict[str, GrowthPair]) -> None:
+    """``apparent_centre``, ``world_matrix(centre=)``, ``GrowthPair.followup_centre`` and the ``Nodule`` attributes
+    ``centre``, ``calc_centres``, ``inclusion_centres``: deprecated spellings, same values, a FutureWarning each."""
+    pair = pairs["malignant_solid"]
+    reg, c = pair.registration, pair.baseline_nodule.center
+    with pytest.warns(FutureWarning, match="`Registration.apparent_centre` has been deprecated .* `apparent_center`"):
+        np.testing.assert_array_equal(reg.apparent_centre(c), reg.apparent_center(c))
+    with pytest.warns(FutureWarning, match="`centre` of `Registration.world_matrix` has been deprecated"):
+        np.testing.assert_array_equal(reg.world_matrix(centre=c), reg.world_matrix(c))
+    with pytest.warns(FutureWarning, match="`GrowthPair.followup_centre` has been deprecated .* `followup_center`"):
+        np.testing.assert_array_equal(pair.followup_centre, pair.followup_center)
+    nod = copy.deepcopy(pair.baseline_nodule)
+    for old, new in (
+        ("centre", "center"),
+        ("calc_centres", "calc_centers"),
+        ("inclusion_centres", "inclusion_centers"),
+    ):
+        with pytest.warns(FutureWarning, match=f"`Nodule.{old}` has been deprecated .* `{new}`"):
+            assert getattr(nod, old) is getattr(nod, new)
+        value = np.full((1, 3), 0.5)
+        with pytest.warns(FutureWarning, match=f"`Nodule.{old}`"):
+            setattr(nod, old, value)
+        assert getattr(nod, new) is value
+
+
+def test_render_followup_old_keyword_warns_and_renders_the_same() -> None:
+    case = generate_growth_case(0, seed=2, **{**VOLUME_OPTIONS, "crop_size_xy": 32})
+    pair = case.pairs[0]
+    args = (case.patient, pair.baseline.grid, [pair.followup_nodule], pair.registration)
+    new = render_followup(*args, center=pair.baseline_nodule.center, rng=np.random.default_rng(0))
+    with pytest.warns(FutureWarning, match="`centre` of `render_followup` has been deprecated .* `center`"):
+        old = render_followup(*args, centre=pair.baseline_nodule.center, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(old.image, new.image)
+    np.testing.assert_array_equal(old.mask, new.mask)
 
 
 def test_no_registration_noise_same_grid() -> None:

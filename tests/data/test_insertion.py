@@ -72,6 +72,16 @@ def test_paste_outside_the_region_returns_none_and_partial_paste_is_clipped() ->
     assert 0 < int(label.sum()) < int(nodule.mask.sum())  # only the half inside
 
 
+def test_paste_old_keyword_warns_and_pastes_the_same() -> None:
+    nodule = _ball(4, 30)
+    regions = [np.full((40, 40, 40), -1000.0, dtype=np.float32) for _ in range(2)]
+    new = paste_nodule(regions[0], None, nodule.hu.astype(np.float32), nodule.mask, center=(20, 18, 21))
+    with pytest.warns(FutureWarning, match="`centre` of `paste_nodule` has been deprecated.*`center`"):
+        old = paste_nodule(regions[1], None, nodule.hu.astype(np.float32), nodule.mask, centre=(20, 18, 21))
+    assert old == new
+    np.testing.assert_array_equal(regions[1], regions[0])
+
+
 def test_soft_edge_is_one_inside_and_falls_off_outside() -> None:
     mask = _ball(4, 0).mask
     alpha = soft_edge(mask, 1.0, (1.0, 1.0, 1.0))

@@ -330,6 +330,17 @@ def test_sphere_mask_small_and_outside() -> None:
         sphere_mask((10, 10, 10), affine, [(0.0, 0.0, 0.0)], [-1.0])
 
 
+def test_sphere_mask_old_keyword_warns_and_gives_the_same_mask() -> None:
+    affine = np.diag([-0.7, -0.7, 2.5, 1.0])
+    new = sphere_mask((10, 10, 10), affine, centers_ras_mm=[(-3.5, -3.5, 12.5)], diameters_mm=[3.0])
+    with pytest.warns(FutureWarning, match="`centres_ras_mm` of `sphere_mask` has been deprecated.*`centers_ras_mm`"):
+        old = sphere_mask((10, 10, 10), affine, centres_ras_mm=[(-3.5, -3.5, 12.5)], diameters_mm=[3.0])
+    np.testing.assert_array_equal(old, new)
+    assert new.sum() > 1
+    with pytest.raises(TypeError, match="deprecated spelling"):
+        sphere_mask((10, 10, 10), affine, [(0.0, 0.0, 0.0)], [1.0], centres_ras_mm=[(0.0, 0.0, 0.0)])
+
+
 def test_workers_give_the_same_datalist(luna_tree: dict, tmp_path: Path) -> None:
     one = prepare_luna16(luna_tree["root"], luna_tree["ann"], tmp_path / "one")
     two = prepare_luna16(luna_tree["root"], luna_tree["ann"], tmp_path / "two", workers=2)

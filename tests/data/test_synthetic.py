@@ -117,7 +117,7 @@ def test_ground_glass_and_calcified_hu() -> None:
     assert -650.0 <= values.mean() <= -300.0
     calc = generate_case(1, seed=3, nodule_type_probabilities={"calcified": 1.0})
     for vol in calc.volumes:  # every calcified nodule shows calcium, even when small (partial volume)
-        comp = _nodule_component(vol, _centre_voxel(vol, vol.nodules[0].centre))
+        comp = _nodule_component(vol, _centre_voxel(vol, vol.nodules[0].center))
         assert vol.image[comp].max() >= 300.0
     values = np.concatenate([v.image[_interior(v.tissue == Tissue.NODULE_CALCIFIED)] for v in calc.volumes])
     assert values.size > 10
@@ -135,7 +135,7 @@ def test_solid_nodule_hu(crop_volumes: list[SyntheticVolume]) -> None:
 def test_nodule_in_lung_and_mask(crop_volumes: list[SyntheticVolume], scan_volume: SyntheticVolume) -> None:
     for vol in [*crop_volumes, scan_volume]:
         for nod in vol.nodules:
-            ijk = _centre_voxel(vol, nod.centre)
+            ijk = _centre_voxel(vol, nod.center)
             assert all(0 <= c < n for c, n in zip(ijk, vol.image.shape, strict=True))
             assert vol.lung[ijk], f"{vol.name}: nodule {nod.nodule_id} centre not in the lung"
             assert vol.mask[ijk] == 1
@@ -144,7 +144,7 @@ def test_nodule_in_lung_and_mask(crop_volumes: list[SyntheticVolume], scan_volum
 def test_mask_diameter(crop_volumes: list[SyntheticVolume]) -> None:
     for vol in crop_volumes:
         nod = vol.nodules[0]
-        comp = _nodule_component(vol, _centre_voxel(vol, nod.centre))
+        comp = _nodule_component(vol, _centre_voxel(vol, nod.center))
         d_eq = (6.0 * comp.sum() * vol.grid.voxel_volume / math.pi) ** (1.0 / 3.0)
         tol = 0.15 * nod.diameter_mm + 0.25 * max(vol.spacing)
         assert abs(d_eq - nod.diameter_mm) <= tol, f"{vol.name}: {d_eq:.2f} vs {nod.diameter_mm:.2f} mm"
@@ -157,7 +157,7 @@ def test_pleural_contact(location: str) -> None:
     for vol in case.volumes:
         nod = vol.nodules[0]
         assert nod.location == location
-        comp = _nodule_component(vol, _centre_voxel(vol, nod.centre))
+        comp = _nodule_component(vol, _centre_voxel(vol, nod.center))
         touches_wall = bool((ndimage.binary_dilation(comp, iterations=2) & ~vol.lung).any())
         assert touches_wall == (location == "juxta_pleural")
 
@@ -167,7 +167,7 @@ def test_juxta_vascular_contact() -> None:
     vessels = case.patient.vessels
     for nod in case.nodules:
         assert nod.location == "juxta_vascular"
-        gap = vessels.distance(nod.centre[None])[0] - vessels.radius  # centre to each vessel surface (mm)
+        gap = vessels.distance(nod.center[None])[0] - vessels.radius  # centre to each vessel surface (mm)
         assert gap.min() < nod.radius_min
 
 
@@ -248,7 +248,7 @@ def test_crop_geometry(crop_volumes: list[SyntheticVolume]) -> None:
         assert vol.image.shape[:2] == (config.crop_size_xy, config.crop_size_xy)
         assert vol.image.dtype == np.int16 and vol.mask.dtype == np.uint8
         assert np.abs(vol.affine[:3, 3]).max() > 10.0  # a scanner-like origin, not 0
-        ijk = np.asarray(_centre_voxel(vol, vol.nodules[0].centre))
+        ijk = np.asarray(_centre_voxel(vol, vol.nodules[0].center))
         assert np.all(np.abs(ijk - np.asarray(vol.image.shape) // 2) * vol.spacing <= config.crop_offset_mm + 1e-6)
 
 

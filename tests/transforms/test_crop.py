@@ -13,10 +13,10 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientati
 from lung_nodule_mtl.constants import AIR_HU, Keys
 from lung_nodule_mtl.io.geometry import voxel_to_world, world_to_voxel
 from lung_nodule_mtl.transforms.crop import (
-    NoduleCentredCrop,
-    NoduleCentredCropd,
-    RandNoduleCentredCrop,
-    RandNoduleCentredCropd,
+    NoduleCenteredCrop,
+    NoduleCenteredCropd,
+    RandNoduleCenteredCrop,
+    RandNoduleCenteredCropd,
 )
 
 SHAPE = (20, 18, 10)
@@ -65,7 +65,7 @@ def _centre_world(affine: np.ndarray, centre_vox: tuple[int, int, int]) -> np.nd
 def test_shape_and_values(case: str, pad_value: float) -> None:
     centre_vox, roi = EDGE_CASES[case]
     volume = _volume()
-    out = NoduleCentredCrop(roi, pad_value=pad_value)(volume, _centre_world(AFFINE_LPS, centre_vox))
+    out = NoduleCenteredCrop(roi, pad_value=pad_value)(volume, _centre_world(AFFINE_LPS, centre_vox))
     assert out.shape == (1, *roi) and out.dtype == torch.float32
     start = np.asarray(centre_vox) - np.asarray(roi) // 2
     torch.testing.assert_close(out.as_tensor(), _expected(volume.as_tensor(), start, roi, pad_value))
@@ -78,7 +78,7 @@ def test_shape_and_values(case: str, pad_value: float) -> None:
 def test_affine(affine: np.ndarray, case: str) -> None:
     centre_vox, roi = EDGE_CASES[case]
     centre = _centre_world(affine, centre_vox)
-    out = NoduleCentredCrop(roi)(_volume(affine), centre)
+    out = NoduleCenteredCrop(roi)(_volume(affine), centre)
     start = np.asarray(centre_vox) - np.asarray(roi) // 2
     # every output voxel sits where its source voxel was (also the padded ones, on the extended grid)
     idx = np.stack(np.meshgrid(*[np.arange(r) for r in roi], indexing="ij"), axis=-1).reshape(-1, 3)
@@ -88,7 +88,7 @@ def test_affine(affine: np.ndarray, case: str) -> None:
 
 
 def test_fully_outside_raises() -> None:
-    crop = NoduleCentredCrop((8, 8, 4))
+    crop = NoduleCenteredCrop((8, 8, 4))
     with pytest.raises(ValueError, match=r"entirely outside the image of shape \(20, 18, 10\)"):
         crop(_volume(), voxel_to_world(AFFINE_LPS, [40.0, 9.0, 5.0]))
     lps_centre = voxel_to_world(AFFINE_LPS, [10.0, 9.0, 5.0]) * [-1, -1, 1]  # an LPS centre given as RAS
@@ -108,11 +108,11 @@ def test_fully_outside_raises() -> None:
 )
 def test_ill_arg(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        NoduleCentredCrop(**kwargs)
+        NoduleCenteredCrop(**kwargs)
 
 
 def test_ill_input() -> None:
-    crop = NoduleCentredCrop(8)
+    crop = NoduleCenteredCrop(8)
     with pytest.raises(ValueError, match=r"center_world_mm must be 3 finite numbers.*\[1.0, 2.0\]"):
         crop(_volume(), [1.0, 2.0])
     with pytest.raises(ValueError, match="center_world_mm must be 3 finite numbers"):
@@ -127,9 +127,9 @@ def test_ill_input() -> None:
 def test_inverse(case: str) -> None:
     centre_vox, roi = EDGE_CASES[case]
     volume = _volume()
-    crop = NoduleCentredCrop(roi)
+    crop = NoduleCenteredCrop(roi)
     out = crop(volume, _centre_world(AFFINE_LPS, centre_vox))
-    assert [op["class"] for op in out.applied_operations] == ["NoduleCentredCrop"]
+    assert [op["class"] for op in out.applied_operations] == ["NoduleCenteredCrop"]
     back = crop.inverse(out)
     assert back.shape == volume.shape and back.applied_operations == []
     torch.testing.assert_close(back.affine, volume.affine)
@@ -143,7 +143,7 @@ def test_dict_default_pad_values_and_same_roi() -> None:
     image = _volume()
     mask = MetaTensor(torch.ones(1, *SHAPE), affine=torch.as_tensor(AFFINE_LPS))
     data = {Keys.IMAGE: image, Keys.LABEL: mask, Keys.CENTER_WORLD: _centre_world(AFFINE_LPS, (0, 0, 0)).tolist()}
-    out = NoduleCentredCropd([Keys.IMAGE, Keys.LABEL], (8, 8, 4))(data)
+    out = NoduleCenteredCropd([Keys.IMAGE, Keys.LABEL], (8, 8, 4))(data)
     assert out[Keys.CENTER_WORLD] == data[Keys.CENTER_WORLD]
     torch.testing.assert_close(out[Keys.IMAGE].affine, out[Keys.LABEL].affine)
     padded = out[Keys.LABEL] == 0
@@ -158,15 +158,15 @@ def test_dict_keys_on_different_grids() -> None:
     shifted_affine[:3, 3] = voxel_to_world(AFFINE_LPS, [2.0, 0.0, 0.0])  # the mask starts 2 voxels further
     mask = MetaTensor(image[:, 2:].as_tensor().clone(), affine=torch.as_tensor(shifted_affine))
     data = {"image": image, "mask": mask, "centre": _centre_world(AFFINE_LPS, (10, 9, 5))}
-    out = NoduleCentredCropd(["image", "mask"], (8, 8, 4), center_key="centre", pad_value=(-5.0, -7.0))(data)
+    out = NoduleCenteredCropd(["image", "mask"], (8, 8, 4), center_key="centre", pad_value=(-5.0, -7.0))(data)
     torch.testing.assert_close(out["mask"].affine, out["image"].affine)
     torch.testing.assert_close(out["mask"].as_tensor(), out["image"].as_tensor())
 
 
 def test_dict_ill_arg() -> None:
     with pytest.raises(ValueError, match=r"pad_value must be a number or one number per key \(2 keys\)"):
-        NoduleCentredCropd(["image", "label"], 8, pad_value=(0.0,))
-    crop = NoduleCentredCropd(["image"], 8)
+        NoduleCenteredCropd(["image", "label"], 8, pad_value=(0.0,))
+    crop = NoduleCenteredCropd(["image"], 8)
     with pytest.raises(ValueError, match="data has no 'center_world_mm'"):
         crop({"image": _volume()})
     with pytest.raises(KeyError):
@@ -175,7 +175,7 @@ def test_dict_ill_arg() -> None:
 
 def test_dict_inverse() -> None:
     data = {"image": _volume(), "label": _volume(), Keys.CENTER_WORLD: _centre_world(AFFINE_LPS, (19, 17, 9))}
-    chain = Compose([NoduleCentredCropd(["image", "label"], (6, 7, 5))])
+    chain = Compose([NoduleCenteredCropd(["image", "label"], (6, 7, 5))])
     back = chain.inverse(chain(data))
     for key in ("image", "label"):
         assert back[key].shape == (1, *SHAPE)
@@ -184,7 +184,7 @@ def test_dict_inverse() -> None:
 
 
 def test_rand_shift_within_bounds() -> None:
-    crop = RandNoduleCentredCrop((8, 8, 4), max_shift_mm=(2.0, 0.0, 5.0)).set_random_state(0)
+    crop = RandNoduleCenteredCrop((8, 8, 4), max_shift_mm=(2.0, 0.0, 5.0)).set_random_state(0)
     centre = _centre_world(AFFINE_LPS, (10, 9, 5))
     offsets = []
     for _ in range(30):
@@ -198,11 +198,11 @@ def test_rand_shift_within_bounds() -> None:
 
 def test_replay() -> None:
     volume = _volume()
-    rand = RandNoduleCentredCrop((8, 8, 4), max_shift_mm=3.0).set_random_state(1)
+    rand = RandNoduleCenteredCrop((8, 8, 4), max_shift_mm=3.0).set_random_state(1)
     centre = _centre_world(AFFINE_LPS, (1, 1, 1))
     for _ in range(3):
         out = rand(volume, centre)
-        replay = NoduleCentredCrop((8, 8, 4))(volume, rand.last_center_world_mm)
+        replay = NoduleCenteredCrop((8, 8, 4))(volume, rand.last_center_world_mm)
         assert torch.equal(out.as_tensor(), replay.as_tensor())
         torch.testing.assert_close(out.affine, replay.affine)
     assert torch.equal(rand.inverse(out).affine, volume.affine)
@@ -213,7 +213,7 @@ def test_set_random_state() -> None:
     volume = MetaTensor(torch.zeros(1, 8, 8, 8), affine=torch.eye(4, dtype=torch.float64))
     draws = []
     for seed in (5, 5, 6):
-        crop = RandNoduleCentredCrop(4, max_shift_mm=3.0).set_random_state(seed)
+        crop = RandNoduleCenteredCrop(4, max_shift_mm=3.0).set_random_state(seed)
         centres = []
         for _ in range(3):
             crop(volume, centre)
@@ -226,14 +226,14 @@ def test_set_random_state() -> None:
 def test_same_draw_all_keys() -> None:
     image = _volume()
     data = {"image": image, "label": image.clone(), Keys.CENTER_WORLD: _centre_world(AFFINE_LPS, (10, 9, 5))}
-    rand = RandNoduleCentredCropd(["image", "label"], (8, 8, 4), max_shift_mm=4.0, pad_value=0.0)
+    rand = RandNoduleCenteredCropd(["image", "label"], (8, 8, 4), max_shift_mm=4.0, pad_value=0.0)
     rand.set_random_state(3)
     starts = set()
     for _ in range(5):
         out = rand(data)
         assert torch.equal(out["image"].as_tensor(), out["label"].as_tensor())
         torch.testing.assert_close(out["image"].affine, out["label"].affine)
-        replay = NoduleCentredCropd(["image", "label"], (8, 8, 4), pad_value=0.0)(
+        replay = NoduleCenteredCropd(["image", "label"], (8, 8, 4), pad_value=0.0)(
             data, center_world_mm=rand.last_center_world_mm
         )
         assert torch.equal(out["image"].as_tensor(), replay["image"].as_tensor())
@@ -246,9 +246,9 @@ def test_same_draw_all_keys() -> None:
 def test_rand_ill_arg() -> None:
     for bad in (-1.0, float("nan"), (1.0, 2.0)):
         with pytest.raises(ValueError, match="max_shift_mm must be"):
-            RandNoduleCentredCrop(8, max_shift_mm=bad)
+            RandNoduleCenteredCrop(8, max_shift_mm=bad)
     with pytest.raises(ValueError, match="data has no 'center_world_mm'"):
-        RandNoduleCentredCropd(["image"], 8)({"image": _volume()})
+        RandNoduleCenteredCropd(["image"], 8)({"image": _volume()})
 
 
 @pytest.mark.parametrize("roi", [16, 40])
@@ -261,7 +261,7 @@ def test_centre_on_nodule_after_orientation_and_spacing(sphere_item: dict[str, A
             EnsureChannelFirstd(keys),
             Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
             Spacingd(keys, pixdim=(1.0, 1.0, 1.0), mode=("bilinear", "nearest")),
-            NoduleCentredCropd(keys, roi),
+            NoduleCenteredCropd(keys, roi),
         ]
     )
     out = chain(sphere_item)
@@ -276,3 +276,39 @@ def test_centre_on_nodule_after_orientation_and_spacing(sphere_item: dict[str, A
     assert 0.85 < float(mask.sum()) / (4 / 3 * np.pi * 5.0**3) < 1.15  # a 5 mm sphere at 1 mm voxels
     if roi == 40:  # beyond the 30 mm of the scan in z: air padding
         assert float(image.min()) == AIR_HU and float(image[0, c, c, 0]) == AIR_HU
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "args"),
+    [
+        ("NoduleCentredCrop", NoduleCenteredCrop, ((8, 8, 4),)),
+        ("NoduleCentredCropd", NoduleCenteredCropd, (["image", "label"], (8, 8, 4))),
+        ("RandNoduleCentredCrop", RandNoduleCenteredCrop, ((8, 8, 4), 3.0)),
+        ("RandNoduleCentredCropd", RandNoduleCenteredCropd, (["image", "label"], (8, 8, 4), 3.0)),
+    ],
+)
+def test_old_spelling_of_the_classes_warns_and_builds_the_same_transform(old: str, new: type, args: tuple) -> None:
+    """The former class names (``Centred``) are deprecated subclasses: same transform, a FutureWarning naming the
+    new class, importable from the module and the package (old bundle configs' ``_target_`` still resolve)."""
+    import lung_nodule_mtl.transforms as package
+    import lung_nodule_mtl.transforms.crop as module
+
+    assert getattr(package, old) is getattr(module, old) and old in module.__all__ and old in package.__all__
+    with pytest.warns(FutureWarning, match=rf"`{old}` has been deprecated since version 0\.1\.0.*{new.__name__}"):
+        legacy = getattr(module, old)(*args)
+    assert isinstance(legacy, new)
+    current = new(*args)
+    centre = _centre_world(AFFINE_LPS, (10, 9, 5))
+    if "Rand" in old:
+        legacy.set_random_state(4)
+        current.set_random_state(4)
+    if old.endswith("d"):
+        data = {"image": _volume(), "label": _volume(), Keys.CENTER_WORLD: centre}
+        out_d = legacy(data)
+        out, expected, back = out_d["label"], current(data)["label"], legacy.inverse(out_d)["label"]
+    else:
+        out, expected = legacy(_volume(), centre), current(_volume(), centre)
+        back = legacy.inverse(out)
+    assert torch.equal(out.as_tensor(), expected.as_tensor())
+    torch.testing.assert_close(out.affine, expected.affine)
+    assert back.shape == (1, *SHAPE)  # the inverse still finds its own operation

@@ -22,7 +22,7 @@ One job per module:
 1. Both scans and masks are loaded; a centre must lie inside its scan (voxel coordinates within the image).
 2. The baseline crop: a cube of ``crop_mm`` around the baseline centre, resampled (linear; mask nearest) onto an
    RAS-aligned grid of ``spacing_mm`` (the centre is voxel ``n // 2``, as
-   :class:`~lung_nodule_mtl.transforms.crop.NoduleCentredCrop` crops, so the training chain's crop of
+   :class:`~lung_nodule_mtl.transforms.crop.NoduleCenteredCrop` crops, so the training chain's crop of
    ``crop_mm / spacing_mm`` voxels takes the whole file),
    or, with ``spacing_mm=None``, the baseline's own voxels (no interpolation). Outside the scan: air (-1000 HU)
    and mask 0.
@@ -62,7 +62,7 @@ from lung_nodule_mtl.data.growth_pairs.convert import (
     prepare_growth_pairs,
 )
 from lung_nodule_mtl.data.growth_pairs.crops import SOURCE
-from lung_nodule_mtl.data.growth_pairs.loader import CENTRE_SEARCH_MM
+from lung_nodule_mtl.data.growth_pairs.loader import CENTER_SEARCH_MM, CENTRE_SEARCH_MM
 from lung_nodule_mtl.data.growth_pairs.registration import RegistrationSettings
 from lung_nodule_mtl.data.growth_pairs.table import (
     INTERVAL_COLUMNS,
@@ -74,6 +74,7 @@ from lung_nodule_mtl.data.growth_pairs.table import (
 )
 
 __all__ = [
+    "CENTER_SEARCH_MM",
     "CENTRE_SEARCH_MM",
     "DEFAULT_CROP_MM",
     "DEFAULT_SPACING_MM",

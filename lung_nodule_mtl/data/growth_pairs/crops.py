@@ -87,20 +87,20 @@ def process_pair(
 ) -> PairResult:
     """Load, crop, register and resample one pair (steps 1 to 4); raises :class:`PairRowError` for a bad row."""
     b_scan = loader.scan(spec.baseline_image, "baseline_image")
-    check_inside(b_scan, spec.baseline_centre, "baseline_image", spec.baseline_image)
+    check_inside(b_scan, spec.baseline_center, "baseline_image", spec.baseline_image)
     b_mask_full = loader.mask(spec.baseline_mask, "baseline_mask", b_scan)
     f_scan = loader.scan(spec.followup_image, "followup_image")
-    check_inside(f_scan, spec.followup_centre, "followup_image", spec.followup_image)
+    check_inside(f_scan, spec.followup_center, "followup_image", spec.followup_image)
     f_mask_full = loader.mask(spec.followup_mask, "followup_mask", f_scan)
     threads = settings.threads
 
     # baseline: its neighbourhood on its own grid, then the crop grid
-    grid = _crop_grid(b_scan, spec.baseline_centre, crop_mm, spacing_mm)
+    grid = _crop_grid(b_scan, spec.baseline_center, crop_mm, spacing_mm)
     reach = 0.5 * crop_mm * math.sqrt(3.0) + max(float(grid.spacing.max()), float(b_scan.grid.spacing.max()))
-    b_box = b_scan.grid.box(spec.baseline_centre, reach)
+    b_box = b_scan.grid.box(spec.baseline_center, reach)
     b_sub = b_scan.grid.sub(b_box)
     b_nodule = select_nodule(
-        b_mask_full[b_box], b_sub, spec.baseline_centre, spec.baseline_label, "baseline_mask", spec.baseline_mask
+        b_mask_full[b_box], b_sub, spec.baseline_center, spec.baseline_label, "baseline_mask", spec.baseline_mask
     )
     reference = grid.sitk_reference()
     identity = sitk.Transform(3, sitk.sitkIdentity)
@@ -119,19 +119,19 @@ def process_pair(
     inside = b_scan.grid.to_voxel(world)
     in_scan = np.all((inside >= -0.5) & (inside <= np.asarray(b_scan.grid.shape) - 0.5), axis=-1)
     radius = settings.metric_radius_fraction * 0.5 * crop_mm
-    region = in_scan & (np.linalg.norm(world - np.asarray(spec.baseline_centre), axis=-1) <= radius)
+    region = in_scan & (np.linalg.norm(world - np.asarray(spec.baseline_center), axis=-1) <= radius)
     fixed_mask = to_sitk(region.astype(np.uint8), grid)
 
     # follow-up: its neighbourhood on its own grid (wide enough for the rotated crop), registered to the crop
     f_reach = 0.5 * crop_mm * math.sqrt(3.0) + settings.margin_mm + float(f_scan.grid.spacing.max())
-    f_box = f_scan.grid.box(spec.followup_centre, f_reach)
+    f_box = f_scan.grid.box(spec.followup_center, f_reach)
     f_sub = f_scan.grid.sub(f_box)
     f_nodule = select_nodule(
-        f_mask_full[f_box], f_sub, spec.followup_centre, spec.followup_label, "followup_mask", spec.followup_mask
+        f_mask_full[f_box], f_sub, spec.followup_center, spec.followup_label, "followup_mask", spec.followup_mask
     )
     moving = to_sitk(np.asarray(f_scan.ct.array[f_box], dtype=np.float32), f_sub)
     transform, registration, warnings = register_followup(
-        fixed, fixed_mask, moving, spec.baseline_centre, spec.followup_centre, settings, register
+        fixed, fixed_mask, moving, spec.baseline_center, spec.followup_center, settings, register
     )
     f_crop = from_sitk(resample(moving, reference, transform, sitk.sitkLinear, AIR_HU, sitk.sitkFloat32, threads))
     f_crop_mask = from_sitk(
@@ -147,8 +147,8 @@ def process_pair(
             warnings.append(f"the {name} nodule mask reaches the crop's edge: a larger crop_mm would hold all of it")
 
     rotation, translation = rigid_parts(transform)
-    c = np.asarray(spec.baseline_centre)
-    followup_on_crop = rotation.T @ (np.asarray(spec.followup_centre) - c - translation) + c
+    c = np.asarray(spec.baseline_center)
+    followup_on_crop = rotation.T @ (np.asarray(spec.followup_center) - c - translation) + c
     v0, v1 = _volume_mm3(b_crop_mask, grid), _volume_mm3(f_crop_mask, grid)
     native0 = _volume_mm3(b_nodule, b_sub)  # the nodule's voxels near the crop on the scan's own grid
     native1 = _volume_mm3(f_nodule, f_sub)
@@ -166,9 +166,9 @@ def process_pair(
         Keys.CASE_ID.value: spec.case_id,
         Keys.PATIENT_ID.value: spec.patient_id,
         Keys.NODULE_ID.value: spec.nodule_id,
-        Keys.CENTER_WORLD.value: [round(float(v), 4) for v in spec.baseline_centre],
+        Keys.CENTER_WORLD.value: [round(float(v), 4) for v in spec.baseline_center],
         GrowthKeys.FOLLOWUP_CENTER_WORLD.value: [round(float(v), 4) for v in followup_on_crop],
-        "followup_scan_center_world_mm": [round(float(v), 4) for v in spec.followup_centre],
+        "followup_scan_center_world_mm": [round(float(v), 4) for v in spec.followup_center],
         Keys.DIAMETER.value: _diameter(v0),
         GrowthKeys.FOLLOWUP_DIAMETER.value: _diameter(v1),
         GrowthKeys.INTERVAL_DAYS.value: spec.interval_days,

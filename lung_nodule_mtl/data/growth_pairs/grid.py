@@ -40,10 +40,10 @@ class Grid:
         v = self.to_voxel(np.asarray(point, dtype=np.float64))
         return bool(np.all(v >= -0.5) and np.all(v <= np.asarray(self.shape) - 0.5))
 
-    def box(self, centre: Sequence[float], half_mm: float) -> tuple[slice, slice, slice]:
-        """The voxel box (clipped to the grid) holding the cube of half-edge ``half_mm`` around ``centre``."""
+    def box(self, center: Sequence[float], half_mm: float) -> tuple[slice, slice, slice]:
+        """The voxel box (clipped to the grid) holding the cube of half-edge ``half_mm`` around ``center``."""
         signs = np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)], dtype=np.float64)
-        corners = self.to_voxel(np.asarray(centre, dtype=np.float64) + half_mm * signs)
+        corners = self.to_voxel(np.asarray(center, dtype=np.float64) + half_mm * signs)
         lo = np.clip(np.floor(corners.min(axis=0)).astype(int) - 1, 0, np.asarray(self.shape))
         hi = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 2, 0, np.asarray(self.shape))
         return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))  # type: ignore[return-value]

@@ -4,7 +4,7 @@ Both scans and masks are loaded; a centre must lie inside its scan (voxel coordi
 
 **Masks.** With ``*_label`` given, the nodule is every voxel of that value. Otherwise it is the connected
 component (26-connectivity) of the mask value found at the centre: the value of the voxel nearest to the centre,
-or, where that is 0, of the nearest non-zero voxel within :data:`CENTRE_SEARCH_MM`; so a 0/1 mask of several
+or, where that is 0, of the nearest non-zero voxel within :data:`CENTER_SEARCH_MM`; so a 0/1 mask of several
 nodules, or a label map, gives the nodule at the centre. Masks must hold integers (a probability map is refused).
 No masks? ``lung-nodule-mtl predict -i SCAN -o OUT --nodules centres.csv`` segments the nodules at given centres
 (``case_id,center_x_mm,center_y_mm,center_z_mm`` in RAS mm, or LUNA16's ``seriesuid,coordX,coordY,coordZ`` in
@@ -30,12 +30,22 @@ from lung_nodule_mtl.data.growth_pairs.grid import Grid
 from lung_nodule_mtl.data.growth_pairs.table import PairRowError
 from lung_nodule_mtl.io import CTVolume, InputError, find_cases, load_ct, read_volume
 
-__all__ = ["CENTRE_SEARCH_MM", "GRID_TOLERANCE_MM", "Loader", "Scan", "check_inside", "select_nodule"]
+__all__ = [
+    "CENTER_SEARCH_MM",
+    "CENTRE_SEARCH_MM",
+    "GRID_TOLERANCE_MM",
+    "Loader",
+    "Scan",
+    "check_inside",
+    "select_nodule",
+]
 
 logger = logging.getLogger(__name__)
 
-CENTRE_SEARCH_MM = 3.0
+CENTER_SEARCH_MM = 3.0
 """Where the mask is 0 at the centre voxel, its nearest non-zero voxel within this distance (mm) gives the value."""
+
+CENTRE_SEARCH_MM = CENTER_SEARCH_MM  # deprecated alias (former spelling)
 
 GRID_TOLERANCE_MM = 0.01
 """A mask's affine may differ from its scan's by this much (mm) in each entry."""
@@ -112,19 +122,19 @@ class Loader:
         return array
 
 
-def check_inside(scan: Scan, centre: Sequence[float], column: str, path: Path) -> None:
-    """Raise :class:`PairRowError` when ``centre`` (RAS mm) lies outside ``scan``."""
-    if not scan.grid.contains(centre):
-        v = scan.grid.to_voxel(np.asarray(centre, dtype=np.float64))
+def check_inside(scan: Scan, center: Sequence[float], column: str, path: Path) -> None:
+    """Raise :class:`PairRowError` when ``center`` (RAS mm) lies outside ``scan``."""
+    if not scan.grid.contains(center):
+        v = scan.grid.to_voxel(np.asarray(center, dtype=np.float64))
         raise PairRowError(
-            f"{column.split('_')[0]} centre {np.round(centre, 2).tolist()} (RAS mm) is outside {column} {path} "
+            f"{column.split('_')[0]} centre {np.round(center, 2).tolist()} (RAS mm) is outside {column} {path} "
             f"(voxel {np.round(v, 1).tolist()}, shape {scan.grid.shape}): wrong coordinate system (--lps for LPS "
             "centres) or scan?"
         )
 
 
 def select_nodule(
-    mask: NDArray[np.float32], grid: Grid, centre: Sequence[float], label: int | None, column: str, path: Path
+    mask: NDArray[np.float32], grid: Grid, center: Sequence[float], label: int | None, column: str, path: Path
 ) -> NDArray[np.bool_]:
     """The nodule's voxels in a mask sub-volume (see the module docstring)."""
     if not np.array_equal(mask, np.round(mask)) or (mask.size and float(mask.min()) < 0):
@@ -136,25 +146,25 @@ def select_nodule(
         if not selected.any():
             raise PairRowError(f"{column}: {path}: no voxel of label {label} near the centre")
         return selected
-    v = grid.to_voxel(np.asarray(centre, dtype=np.float64))
+    v = grid.to_voxel(np.asarray(center, dtype=np.float64))
     seed = tuple(int(c) for c in np.clip(np.floor(v + 0.5), 0, np.asarray(grid.shape) - 1).astype(int))
     value = float(mask[seed])
     if value == 0:
-        reach = np.ceil(CENTRE_SEARCH_MM / grid.spacing).astype(int) + 1
+        reach = np.ceil(CENTER_SEARCH_MM / grid.spacing).astype(int) + 1
         lo = np.maximum(np.asarray(seed) - reach, 0)
         hi = np.minimum(np.asarray(seed) + reach + 1, np.asarray(grid.shape))
         near = np.argwhere(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] != 0) + lo
         if near.size:
             points = near @ grid.affine[:3, :3].T + grid.affine[:3, 3]
-            dist = np.linalg.norm(points - np.asarray(centre), axis=1)
+            dist = np.linalg.norm(points - np.asarray(center), axis=1)
             best = int(np.argmin(dist))
-            if dist[best] <= CENTRE_SEARCH_MM:
+            if dist[best] <= CENTER_SEARCH_MM:
                 seed = tuple(int(c) for c in near[best])
                 value = float(mask[seed])
         if value == 0:
             raise PairRowError(
-                f"{column}: {path}: empty mask at the centre (no non-zero voxel within {CENTRE_SEARCH_MM:g} mm of "
-                f"{np.round(centre, 2).tolist()} RAS mm)"
+                f"{column}: {path}: empty mask at the centre (no non-zero voxel within {CENTER_SEARCH_MM:g} mm of "
+                f"{np.round(center, 2).tolist()} RAS mm)"
             )
     components, _ = ndimage.label(mask == value, structure=np.ones((3, 3, 3), dtype=bool))
     return components == components[seed]

@@ -137,15 +137,15 @@ def register_followup(
     fixed: sitk.Image,
     fixed_mask: sitk.Image,
     moving: sitk.Image,
-    baseline_centre: Sequence[float],
-    followup_centre: Sequence[float],
+    baseline_center: Sequence[float],
+    followup_center: Sequence[float],
     settings: RegistrationSettings,
     register: bool,
 ) -> tuple[sitk.Euler3DTransform, dict[str, Any], list[str]]:
     """The rigid transform (baseline crop world → follow-up world) and its report."""
     initial = sitk.Euler3DTransform()
-    initial.SetCenter(to_lps(baseline_centre))
-    initial.SetTranslation(to_lps(np.asarray(followup_centre) - np.asarray(baseline_centre)))
+    initial.SetCenter(to_lps(baseline_center))
+    initial.SetTranslation(to_lps(np.asarray(followup_center) - np.asarray(baseline_center)))
     lo, hi = settings.window_hu
     fixed_w = sitk.Clamp(sitk.Cast(fixed, sitk.sitkFloat32), sitk.sitkFloat32, float(lo), float(hi))
     moving_w = sitk.Clamp(sitk.Cast(moving, sitk.sitkFloat32), sitk.sitkFloat32, float(lo), float(hi))
@@ -174,8 +174,8 @@ def register_followup(
         info = {"method": "rigid", "status": "registered"}
         if reason is None:
             rotation, _ = rigid_parts(tx)
-            moved = np.asarray(tx.TransformPoint(to_lps(baseline_centre)))
-            shift = float(np.linalg.norm(RAS_LPS @ moved - np.asarray(followup_centre)))
+            moved = np.asarray(tx.TransformPoint(to_lps(baseline_center)))
+            shift = float(np.linalg.norm(RAS_LPS @ moved - np.asarray(followup_center)))
             tx_metric = metric(tx)
             info.update(
                 iterations=int(reg.GetOptimizerIteration()), stop_condition=reg.GetOptimizerStopConditionDescription()
@@ -192,7 +192,7 @@ def register_followup(
             info.update(method="centres", status=f"centres only: registration rejected ({reason})")
             warnings.append(f"registration rejected ({reason}): the centres' alignment is used")
     rotation, translation = rigid_parts(final)
-    correction = np.asarray(baseline_centre) + translation - np.asarray(followup_centre)
+    correction = np.asarray(baseline_center) + translation - np.asarray(followup_center)
     angle = _rotation_deg(rotation)
     axis = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]])
     norm = float(np.linalg.norm(axis))
@@ -203,7 +203,7 @@ def register_followup(
             "rotation_axis": [round(float(a), 5) for a in axis / norm] if norm > 1e-12 else None,
             "rotation_matrix": [[round(float(v), 7) for v in r] for r in rotation],
             "translation_mm": [round(float(v), 4) for v in translation],
-            "center_mm": [round(float(v), 4) for v in baseline_centre],
+            "center_mm": [round(float(v), 4) for v in baseline_center],
             "centre_correction_mm": [round(float(v), 4) for v in correction],
             "initial_metric": None if initial_metric is None else round(initial_metric, 6),
             "final_metric": None if final_metric is None else round(final_metric, 6),

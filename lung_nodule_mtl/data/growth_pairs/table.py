@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lung_nodule_mtl.constants import lps_to_ras
+from lung_nodule_mtl.utils.deprecation import RenamedAttribute
 
 __all__ = [
     "DATE_TOLERANCE_DAYS",
@@ -105,8 +106,8 @@ class PairSpec:
         baseline_mask: its nodule mask.
         followup_image: the follow-up scan.
         followup_mask: its nodule mask.
-        baseline_centre: baseline nodule centre, RAS mm.
-        followup_centre: follow-up nodule centre in the follow-up scan, RAS mm.
+        baseline_center: baseline nodule centre, RAS mm (``baseline_centre``: deprecated spelling).
+        followup_center: follow-up nodule centre in the follow-up scan, RAS mm (``followup_centre``: deprecated).
         interval_days: days from baseline to follow-up (> 0).
         baseline_label: the nodule's value in the baseline mask, or ``None`` (component at the centre).
         followup_label: the same for the follow-up mask.
@@ -122,20 +123,31 @@ class PairSpec:
     baseline_mask: Path
     followup_image: Path
     followup_mask: Path
-    baseline_centre: tuple[float, float, float]
-    followup_centre: tuple[float, float, float]
+    baseline_center: tuple[float, float, float]
+    followup_center: tuple[float, float, float]
     interval_days: float
     baseline_label: int | None = None
     followup_label: int | None = None
     baseline_date: str | None = None
     followup_date: str | None = None
 
+    baseline_centre = RenamedAttribute("baseline_center")  # deprecated alias
+    followup_centre = RenamedAttribute("followup_center")  # deprecated alias
+
     def as_json(self) -> dict[str, Any]:
-        """The row as JSON-friendly values (paths as strings)."""
+        """The row as JSON-friendly values (paths as strings), under the keys of the records on disk.
+
+        The centres keep their record keys ``baseline_centre`` / ``followup_centre`` (the fields' names before
+        they were spelled ``center``), so the records of earlier runs still match and are reused.
+        """
         return {
-            k: str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
+            _RECORD_KEYS.get(k, k): str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
             for k, v in asdict(self).items()
         }
+
+
+_RECORD_KEYS = {"baseline_center": "baseline_centre", "followup_center": "followup_centre"}
+"""On-disk names (pair records' ``key.row``) of :class:`PairSpec` fields renamed since: the files keep theirs."""
 
 
 @dataclass
@@ -246,8 +258,8 @@ def _parse_row(row: Mapping[str, str], line: int, base: Path, system: str) -> Pa
         baseline_mask=paths["baseline_mask"],
         followup_image=paths["followup_image"],
         followup_mask=paths["followup_mask"],
-        baseline_centre=centres[0],  # type: ignore[arg-type]
-        followup_centre=centres[1],  # type: ignore[arg-type]
+        baseline_center=centres[0],  # type: ignore[arg-type]
+        followup_center=centres[1],  # type: ignore[arg-type]
         interval_days=int(days) if float(days).is_integer() else float(days),
         baseline_label=_label(row, "baseline_label"),
         followup_label=_label(row, "followup_label"),

@@ -490,7 +490,7 @@ def draw_patient(rng: np.random.Generator, noise_hu: tuple[float, float] = (10.0
     dome_left = dome_right - u(C.DOME_LEFT_LOWER_MM)
     carina_z = z_base + u(C.CARINA_HEIGHT) * height
     hax = np.array([u(r) for r in C.HEART_SEMI_AXES_MM])
-    x0, y0 = u(C.BODY_CENTRE_X_MM), u(C.BODY_CENTRE_Y_MM)
+    x0, y0 = u(C.BODY_CENTER_X_MM), u(C.BODY_CENTER_Y_MM)
     heart_c = np.array(
         [
             x0 - u(C.HEART_LEFT_SHIFT_MM),

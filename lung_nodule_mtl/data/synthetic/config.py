@@ -117,9 +117,9 @@ STANDARD_SLICE_MM = (0.625, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 # ---------------------------------------------------------------------------------------------
 # Body and chest wall (mm). The body cross-section is a superellipse |X/a|^p + |Y/b|^p = s(z)^p.
 # ---------------------------------------------------------------------------------------------
-BODY_CENTRE_X_MM: Range = (-15.0, 15.0)
+BODY_CENTER_X_MM: Range = (-15.0, 15.0)
 """Body centre in world x (RAS, mm): the patient lies near the scanner's isocentre."""
-BODY_CENTRE_Y_MM: Range = (-30.0, 30.0)
+BODY_CENTER_Y_MM: Range = (-30.0, 30.0)
 BODY_HALF_WIDTH_MM: Range = (135.0, 165.0)
 BODY_HALF_DEPTH_MM: Range = (95.0, 120.0)
 """Anterior half-depth; the back is flatter (see ``BACK_FLATTENING``)."""

@@ -51,7 +51,7 @@ GROWTH_TABLE = "growth.csv"
 ANNOTATION_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
 FOV_MARGIN_MM = 12.0
 """A scan's field of view leaves at least this much air on each side of the body."""
-FOV_CENTRE_JITTER_MM = (5.0, 10.0)
+FOV_CENTER_JITTER_MM = (5.0, 10.0)
 """Largest offset (x, y) of the reconstruction centre from the body centre."""
 SCAN_Z_MARGIN_MM = 10.0
 """Scans start at most this far below the lung base and end at most this far above the apex."""
@@ -128,7 +128,7 @@ def crop_grid(
         slack = min(n // 2, n - 1 - n // 2) * s - nodule.radius_max - CROP_EDGE_MARGIN_MM
         limit = int(max(0.0, min(config.crop_offset_mm, slack)) // s)
         idx.append(n // 2 + int(rng.integers(-limit, limit + 1)))
-    origin = np.asarray(nodule.centre) - AXIS_SIGNS * np.asarray(spacing) * np.asarray(idx)
+    origin = np.asarray(nodule.center) - AXIS_SIGNS * np.asarray(spacing) * np.asarray(idx)
     return Grid(shape, (float(sx), float(sy), float(sz)), tuple(float(o) for o in origin))  # type: ignore[arg-type]
 
 
@@ -136,7 +136,7 @@ def scan_grid(patient: Patient, config: SynthConfig, rng: np.random.Generator) -
     """A whole-chest grid: ``scan_shape`` voxels, field of view around the body, z range on the lungs."""
     nx, ny, nz = config.scan_shape
     sz = _slice_spacing(rng, config.slice_mm)
-    jx, jy = rng.uniform(-1.0, 1.0, 2) * np.asarray(FOV_CENTRE_JITTER_MM)
+    jx, jy = rng.uniform(-1.0, 1.0, 2) * np.asarray(FOV_CENTER_JITTER_MM)
     if config.scan_spacing_xy_mm is not None:
         sxy = float(rng.uniform(*config.scan_spacing_xy_mm))
     else:
@@ -417,7 +417,7 @@ def synthesize_dataset(
             written.update((image_rel, label_rel))
             items.extend(volume_items(vol, case.patient_id, mode))
             for nod in vol.nodules:
-                lps = ras_to_lps(nod.centre)
+                lps = ras_to_lps(nod.center)
                 rows.append([vol.name, *(f"{c:.4f}" for c in lps), f"{nod.diameter_mm:.3f}"])
     metadata = {
         "source": SOURCE,

@@ -132,6 +132,7 @@ from lung_nodule_mtl.data.synthetic.dataset import (
 from lung_nodule_mtl.data.synthetic.geometry import Grid, random_unit_vectors
 from lung_nodule_mtl.data.synthetic.nodules import _SPHERE, Nodule, _choice, draw_nodule, label_nodule, place_nodules
 from lung_nodule_mtl.data.synthetic.render import SyntheticVolume, render_volume
+from lung_nodule_mtl.utils.deprecation import RenamedAttribute, renamed_keyword
 from lung_nodule_mtl.utils.io import atomic_write, atomic_write_nifti
 
 __all__ = [
@@ -377,9 +378,9 @@ def grow_nodule(nod: Nodule, growth: Growth) -> Nodule:
         mean_r3 = float(np.mean(out.radial(_SPHERE) ** 3))
         out.scale = 0.5 * out.diameter_mm / (mean_r3 * float(np.prod(out.axes))) ** (1.0 / 3.0)
         out.spicule_lengths = np.minimum(nod.spicule_lengths * g**growth.spicule_exponent, C.SPICULE_MAX_MM)
-        out.inclusion_centres = nod.inclusion_centres * g
+        out.inclusion_centers = nod.inclusion_centers * g
         out.inclusion_radii = nod.inclusion_radii * g
-        out.calc_centres = nod.calc_centres * g
+        out.calc_centers = nod.calc_centers * g
         out.calc_radii = nod.calc_radii * g
         out.calc_rings = nod.calc_rings * g
         if nod.nodule_type in ("ground_glass", "part_solid"):
@@ -431,18 +432,24 @@ class Registration:
         """No translation and no rotation."""
         return self.angle_deg == 0.0 and not any(self.translation_mm)
 
-    def world_matrix(self, centre: np.ndarray) -> np.ndarray:
-        """4x4 map (RAS mm) from a point of the follow-up crop to the anatomy it shows: ``c + R (x - c) + t``."""
+    @renamed_keyword("centre", "center")
+    def world_matrix(self, center: np.ndarray) -> np.ndarray:
+        """4x4 map (RAS mm) from a point of the follow-up crop to the anatomy it shows: ``c + R (x - c) + t``.
+
+        ``c`` is ``center`` (``centre``: deprecated spelling).
+        """
         rot = self.rotation
-        c = np.asarray(centre, dtype=np.float64)
+        c = np.asarray(center, dtype=np.float64)
         out = np.eye(4)
         out[:3, :3] = rot
         out[:3, 3] = c + np.asarray(self.translation_mm) - rot @ c
         return out
 
-    def apparent_centre(self, centre: np.ndarray) -> np.ndarray:
-        """Where the point ``centre`` (the nodule centre) appears in the follow-up crop: ``c - R^T t`` (RAS mm)."""
-        return np.asarray(centre, dtype=np.float64) - self.rotation.T @ np.asarray(self.translation_mm)
+    def apparent_center(self, center: np.ndarray) -> np.ndarray:
+        """Where the point ``center`` (the nodule centre) appears in the follow-up crop: ``c - R^T t`` (RAS mm)."""
+        return np.asarray(center, dtype=np.float64) - self.rotation.T @ np.asarray(self.translation_mm)
+
+    apparent_centre = RenamedAttribute("apparent_center")  # deprecated alias
 
 
 def draw_registration(rng: np.random.Generator, config: SynthConfig) -> Registration:
@@ -483,29 +490,30 @@ def _warped_mask(grid: Grid, nodules: list[Nodule], world: np.ndarray, lung: np.
     inverse = np.linalg.inv(world)
     pad = max(grid.spacing)
     for nod in nodules:
-        seen_at = inverse[:3, :3] @ nod.centre + inverse[:3, 3]
+        seen_at = inverse[:3, :3] @ nod.center + inverse[:3, 3]
         box = grid.box(seen_at - nod.radius_max - pad, seen_at + nod.radius_max + pad)
         if box is None:
             continue
         bx, by, bz = np.broadcast_arrays(*grid.box_axes(box))
         pts = np.stack([bx.ravel(), by.ravel(), bz.ravel()], axis=1) @ world[:3, :3].T + world[:3, 3]
-        rel = pts - nod.centre
+        rel = pts - nod.center
         inside = (nod.signed_distance(rel[:, 0], rel[:, 1], rel[:, 2]) <= 0).reshape(bx.shape)
         mask[box][inside & lung[box]] = 1
     return mask
 
 
+@renamed_keyword("centre", "center")
 def render_followup(
     patient: Patient,
     grid: Grid,
     nodules: list[Nodule],
     registration: Registration,
-    centre: np.ndarray,
+    center: np.ndarray,
     rng: np.random.Generator,
     name: str = "followup",
     described: list[Nodule] | None = None,
 ) -> SyntheticVolume:
-    """Render the follow-up on the baseline crop ``grid``, misaligned by ``registration`` about ``centre``.
+    """Render the follow-up on the baseline crop ``grid``, misaligned by ``registration`` about ``center``.
 
     The chest and ``nodules`` (their follow-up states) are rendered by
     :func:`~lung_nodule_mtl.data.synthetic.render.render_volume` on ``grid`` padded by the
@@ -514,10 +522,12 @@ def render_followup(
     (not resampled), so it is voxelised like the baseline's. With an identity registration the padded
     grid holds ``grid`` voxel for voxel and nothing is interpolated.
 
+    ``centre``: deprecated spelling of ``center``.
+
     Returns:
         The follow-up :class:`SyntheticVolume` on ``grid`` (image int16 HU, mask uint8).
     """
-    world = registration.world_matrix(centre)
+    world = registration.world_matrix(center)
     big = _padded_grid(grid, world)
     raw = render_volume(patient, big, nodules, rng, name=name, described=described)
     m = np.linalg.inv(big.affine) @ world @ grid.affine
@@ -581,9 +591,11 @@ class GrowthPair:
         return f"{self.patient_id}_{self.baseline_nodule.nodule_id}"
 
     @property
-    def followup_centre(self) -> np.ndarray:
+    def followup_center(self) -> np.ndarray:
         """Where the nodule centre appears in the follow-up crop (RAS mm)."""
-        return self.registration.apparent_centre(self.baseline_nodule.centre)
+        return self.registration.apparent_center(self.baseline_nodule.center)
+
+    followup_centre = RenamedAttribute("followup_center")  # deprecated alias
 
 
 @dataclass
@@ -646,7 +658,7 @@ def _draw_states(
         if not any(big is p for p in placed):
             continue
         for state in (n0, n1):
-            state.centre, state.nodule_id, state.location = big.centre.copy(), big.nodule_id, big.location
+            state.center, state.nodule_id, state.location = big.center.copy(), big.nodule_id, big.location
         if n0.location != location:  # placement fell back to "isolated": rate the nodule where it is
             label_nodule(n0, nod_rng)
         n1.attributes = dict(n0.attributes)
@@ -708,7 +720,7 @@ def generate_growth_case(
             grid,
             followup_all,
             registration,
-            n0.centre,
+            n0.center,
             np.random.default_rng(ss1),
             name=stem + FOLLOWUP_SUFFIX,
             described=[n1],
@@ -748,17 +760,17 @@ def pair_item(pair: GrowthPair) -> dict[str, Any]:
     item.update(base)
     item.update(
         {
-            GrowthKeys.FOLLOWUP_CENTER_WORLD.value: [round(float(c), 4) for c in pair.followup_centre],
+            GrowthKeys.FOLLOWUP_CENTER_WORLD.value: [round(float(c), 4) for c in pair.followup_center],
             GrowthKeys.INTERVAL_DAYS.value: growth.interval_days,
             GrowthKeys.GROWTH_MODEL.value: growth.growth_model,
             GrowthKeys.VDT_DAYS.value: None if growth.vdt_days is None else round(float(growth.vdt_days), 3),
             GrowthKeys.BASELINE_VOLUME.value: round(growth.baseline_volume_mm3, 3),
             GrowthKeys.FOLLOWUP_VOLUME.value: round(growth.followup_volume_mm3, 3),
             GrowthKeys.BASELINE_MASK_VOLUME.value: round(
-                _mask_volume(pair.baseline, n0.centre, n0.extent_mm + max(pair.baseline.spacing)), 3
+                _mask_volume(pair.baseline, n0.center, n0.extent_mm + max(pair.baseline.spacing)), 3
             ),
             GrowthKeys.FOLLOWUP_MASK_VOLUME.value: round(
-                _mask_volume(pair.followup, pair.followup_centre, n1.extent_mm + reach), 3
+                _mask_volume(pair.followup, pair.followup_center, n1.extent_mm + reach), 3
             ),
             GrowthKeys.FOLLOWUP_DIAMETER.value: round(growth.followup_diameter_mm, 3),
             GrowthKeys.FOLLOWUP_NODULE_TYPE.value: n1.nodule_type,

@@ -35,6 +35,7 @@ from lung_nodule_mtl.data.synthetic.geometry import (
     slab_occupancy,
     surface_occupancy,
 )
+from lung_nodule_mtl.utils.deprecation import RenamedAttribute
 
 __all__ = [
     "Nodule",
@@ -62,7 +63,9 @@ class Nodule:
 
     Lengths are mm and positions RAS world mm; densities HU. ``attributes`` holds the eight LIDC
     ratings (LIDC's 1-based scales), ``malignancy_score`` the 1-5 rating and ``malignancy`` the
-    binary label (1 malignant, 0 benign, -1 indeterminate).
+    binary label (1 malignant, 0 benign, -1 indeterminate). The former attribute names ``centre``,
+    ``calc_centres`` and ``inclusion_centres`` still read and set ``center``, ``calc_centers`` and
+    ``inclusion_centers``, with a ``FutureWarning``.
     """
 
     nodule_type: str
@@ -89,19 +92,23 @@ class Nodule:
     solid_offset: np.ndarray = field(default_factory=lambda: np.zeros(3))
     calcification: int = 6
     calcium_hu: float = 0.0
-    calc_centres: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    calc_centers: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     calc_radii: np.ndarray = field(default_factory=lambda: np.zeros(0))
     calc_rings: np.ndarray = field(default_factory=lambda: np.zeros(0))
     internal_structure: int = 1
     inclusion_hu: float = 0.0
-    inclusion_centres: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    inclusion_centers: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     inclusion_radii: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    centre: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    center: np.ndarray = field(default_factory=lambda: np.zeros(3))
     nodule_id: str = "1"
     attributes: dict[str, int] = field(default_factory=dict)
     malignancy_probability: float = 0.0
     malignancy_score: int = 0
     malignancy: int = 0
+
+    centre = RenamedAttribute("center")  # deprecated alias
+    calc_centres = RenamedAttribute("calc_centers")  # deprecated alias
+    inclusion_centres = RenamedAttribute("inclusion_centers")  # deprecated alias
 
     # ----------------------------------------------------------------------------------- geometry
     def radial(self, u: np.ndarray) -> np.ndarray:
@@ -135,7 +142,7 @@ class Nodule:
             return np.zeros((0, 3)), np.zeros((0, 3))
         m = self.rotation * self.axes
         surface = (self.scale * C.SPICULE_ROOT * self.radial(self.spicule_dirs))[:, None] * self.spicule_dirs
-        start = self.centre + surface @ m.T
+        start = self.center + surface @ m.T
         out = surface @ m.T
         out /= np.linalg.norm(out, axis=1, keepdims=True)
         return start, start + out * self.spicule_lengths[:, None]
@@ -159,7 +166,7 @@ class Nodule:
         """JSON-friendly description: centre, size, type, shape, location, ratings and labels."""
         return {
             "nodule_id": self.nodule_id,
-            "center_world_mm": [round(float(c), 4) for c in self.centre],
+            "center_world_mm": [round(float(c), 4) for c in self.center],
             "diameter_mm": round(self.diameter_mm, 3),
             "nodule_type": self.nodule_type,
             "shape": self.shape,
@@ -269,14 +276,14 @@ def draw_nodule(rng: np.random.Generator, config: SynthConfig, nodule_type: str 
         if nod.calcification == 1 and big and rng.random() < C.HAMARTOMA_FAT_PROBABILITY:
             nod.internal_structure = 3
             nod.inclusion_hu = float(rng.uniform(*C.NODULE_FAT_HU))
-            nod.inclusion_centres = random_unit_vectors(rng, 1) * C.HAMARTOMA_FAT_OFFSET * nod.radius_min
+            nod.inclusion_centers = random_unit_vectors(rng, 1) * C.HAMARTOMA_FAT_OFFSET * nod.radius_min
             nod.inclusion_radii = np.array([rng.uniform(*C.HAMARTOMA_FAT_RADIUS) * nod.radius_min])
     elif ntype in ("solid", "part_solid") and big and rng.random() < C.AIR_BUBBLE_PROBABILITY:
         nod.internal_structure = 4
         nod.inclusion_hu = C.AIR_HU
         n = int(rng.integers(C.AIR_BUBBLE_COUNT[0], C.AIR_BUBBLE_COUNT[1] + 1))
         offset = rng.uniform(0.0, C.AIR_BUBBLE_MAX_OFFSET, (n, 1)) * nod.radius_min
-        nod.inclusion_centres = random_unit_vectors(rng, n) * offset
+        nod.inclusion_centers = random_unit_vectors(rng, n) * offset
         nod.inclusion_radii = np.maximum(rng.uniform(*C.AIR_BUBBLE_RADIUS, n) * diameter, C.AIR_BUBBLE_MIN_RADIUS_MM)
     return nod
 
@@ -287,21 +294,21 @@ def _draw_calcification(nod: Nodule, rng: np.random.Generator) -> None:
     floor = C.MIN_CALCIFICATION_RADIUS_MM
     pattern = C.CALCIFICATION_PATTERNS[nod.calcification]
     if pattern == "central":
-        nod.calc_centres = np.zeros((1, 3))
+        nod.calc_centers = np.zeros((1, 3))
         nod.calc_radii = np.array([max(rng.uniform(*C.CENTRAL_CALCIUM_RADIUS) * rmin, floor)])
     elif pattern == "non_central":
         r = max(rng.uniform(*C.NON_CENTRAL_CALCIUM_RADIUS) * rmin, floor)
-        nod.calc_centres = random_unit_vectors(rng, 1) * max(rmin - r, 0.0) * C.CALCIUM_MAX_OFFSET
+        nod.calc_centers = random_unit_vectors(rng, 1) * max(rmin - r, 0.0) * C.CALCIUM_MAX_OFFSET
         nod.calc_radii = np.array([r])
     elif pattern == "laminated":
-        nod.calc_centres = np.zeros((1, 3))
+        nod.calc_centers = np.zeros((1, 3))
         nod.calc_radii = np.array([max(C.LAMINATED_CORE * rmin, floor)])
         nod.calc_rings = np.array(C.LAMINATED_RINGS) * rmin
     elif pattern == "popcorn":
         n = int(rng.integers(C.POPCORN_COUNT[0], C.POPCORN_COUNT[1] + 1))
         radii = np.maximum(rng.uniform(*C.POPCORN_RADIUS, n) * rmin, floor)
         dist = rng.uniform(0.0, C.CALCIUM_MAX_OFFSET, n) * np.maximum(rmin - radii, 0.0)
-        nod.calc_centres = random_unit_vectors(rng, n) * dist[:, None]
+        nod.calc_centers = random_unit_vectors(rng, n) * dist[:, None]
         nod.calc_radii = radii
     # "solid": the whole body is calcified (no blobs needed)
 
@@ -464,7 +471,7 @@ def _valid(
         ok[np.nonzero(ok)[0][~clear]] = False
     for other in placed:
         need = nod.extent_mm + other.extent_mm + separation
-        ok &= np.linalg.norm(pts - other.centre, axis=1) >= need
+        ok &= np.linalg.norm(pts - other.center, axis=1) >= need
     if grid is not None:
         margin_vox = nod.extent_mm / min(grid.spacing) + C.GRID_MARGIN_VOXELS
         ok &= grid.contains(pts, margin_voxels=margin_vox)
@@ -488,7 +495,7 @@ def place_nodules(
 
     Args:
         patient: the anatomy.
-        nodules: drawn nodules; their ``centre`` (and possibly ``location``) are set.
+        nodules: drawn nodules; their ``center`` (and possibly ``location``) are set.
         rng: random generator.
         z_range: world z range (mm) allowed for centres; default the lungs' height.
         grid: the scan grid, if any.
@@ -512,7 +519,7 @@ def place_nodules(
                     centre = pts[int(np.argmax(ok))]
                     break
             if centre is not None:
-                nod.centre = centre
+                nod.center = centre
                 nod.nodule_id = str(len(placed) + 1)
                 placed.append(nod)
                 break
@@ -548,11 +555,11 @@ def render_nodule(
         Whether any of the nodule lies in the grid.
     """
     ext = nod.extent_mm + 2.0 * max(grid.spacing)
-    box = grid.box(nod.centre - ext, nod.centre + ext)
+    box = grid.box(nod.center - ext, nod.center + ext)
     if box is None:
         return False
     bx, by, bz = grid.box_axes(box)
-    vx, vy, vz = bx - nod.centre[0], by - nod.centre[1], bz - nod.centre[2]
+    vx, vy, vz = bx - nod.center[0], by - nod.center[1], bz - nod.center[2]
     h = float(np.prod(grid.spacing)) ** (1.0 / 3.0)
     sd = nod.signed_distance(vx, vy, vz)
     body = surface_occupancy(sd, max(h, nod.edge_mm))
@@ -588,7 +595,7 @@ def render_nodule(
     sub += body * (np.maximum(dens, sub) - sub)
     if len(nod.inclusion_radii):
         inc = np.zeros(sd.shape, np.float32)
-        for c, r in zip(nod.inclusion_centres, nod.inclusion_radii, strict=True):
+        for c, r in zip(nod.inclusion_centers, nod.inclusion_radii, strict=True):
             d = np.sqrt((vx - c[0]) ** 2 + (vy - c[1]) ** 2 + (vz - c[2]) ** 2) - r
             np.maximum(inc, surface_occupancy(d, h), out=inc)
         inc *= body
@@ -608,7 +615,7 @@ def _calcium(nod: Nodule, vx: np.ndarray, vy: np.ndarray, vz: np.ndarray, sd: np
         return surface_occupancy(sd, h)
     out = np.zeros(sd.shape, np.float32)
     r = np.sqrt(vx * vx + vy * vy + vz * vz)
-    for c, rad in zip(nod.calc_centres, nod.calc_radii, strict=True):
+    for c, rad in zip(nod.calc_centers, nod.calc_radii, strict=True):
         d = np.sqrt((vx - c[0]) ** 2 + (vy - c[1]) ** 2 + (vz - c[2]) ** 2) - rad
         np.maximum(out, surface_occupancy(d, h), out=out)
     for ring in nod.calc_rings:
