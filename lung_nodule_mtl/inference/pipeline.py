@@ -49,6 +49,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from torch import nn
 
+from lung_nodule_mtl import __version__
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
 from lung_nodule_mtl.engines.inferer import cpu_bf16_native
 from lung_nodule_mtl.inference.fusion import MalignancyFusion
@@ -56,7 +57,7 @@ from lung_nodule_mtl.io.geometry import equivalent_diameter_mm, voxel_to_world, 
 from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
 from lung_nodule_mtl.reports.evaluation import head_predictions
 from lung_nodule_mtl.transforms.chains import AXIS_LABELS, DEFAULT_SPACING_MM, ORIENTATION
-from lung_nodule_mtl.transforms.crop import NoduleCentredCrop, nodule_roi
+from lung_nodule_mtl.transforms.crop import NoduleCenteredCrop, nodule_roi
 from lung_nodule_mtl.transforms.lung import bounding_box, lung_mask
 from lung_nodule_mtl.transforms.resample import IsotropicResampler
 from lung_nodule_mtl.transforms.window import LungWindow, WindowsLike
@@ -329,7 +330,7 @@ class ScanPredictor:
             with_coord=True,
         )
         self._resampler = IsotropicResampler(self.spacing_mm, ORIENTATION, AXIS_LABELS)
-        self._crop = NoduleCentredCrop(self.patch_size, pad_value=AIR_HU)
+        self._crop = NoduleCenteredCrop(self.patch_size, pad_value=AIR_HU)
 
     @property
     def has_detection_head(self) -> bool:
@@ -501,7 +502,13 @@ class ScanPredictor:
 
     # -- the whole scan ----------------------------------------------------------------------------------------
 
-    @deprecated_arg(name="centres_ras", new_name="centers_ras", since="0.5.0", msg_suffix="spelled centers_ras now.")
+    @deprecated_arg(
+        name="centres_ras",
+        new_name="centers_ras",
+        since="0.1.0",
+        version_val=__version__,
+        msg_suffix="spelled centers_ras now.",
+    )
     def predict(
         self,
         image: MetaTensor,

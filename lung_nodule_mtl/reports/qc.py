@@ -15,6 +15,7 @@ from monai.utils import deprecated_arg
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from lung_nodule_mtl import __version__
 from lung_nodule_mtl.constants import DEFAULT_WINDOWS
 from lung_nodule_mtl.utils.io import atomic_path
 
@@ -41,7 +42,13 @@ def _panel(hu: NDArray, labels: NDArray, label: int) -> NDArray[np.uint8]:
     return np.ascontiguousarray(np.transpose(rgb, (1, 0, 2))[::-1])
 
 
-@deprecated_arg(name="centre_voxel", new_name="center_voxel", since="0.5.0", msg_suffix="spelled center_voxel now.")
+@deprecated_arg(
+    name="centre_voxel",
+    new_name="center_voxel",
+    since="0.1.0",
+    version_val=__version__,
+    msg_suffix="spelled center_voxel now.",
+)
 def nodule_qc_image(
     hu: NDArray[np.floating],
     labels: NDArray[np.integer],
