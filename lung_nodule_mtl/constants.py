@@ -34,6 +34,7 @@ else:  # pragma: no cover - Python 3.10
 __all__ = [
     "ATTRIBUTE_CLASSES",
     "ATTRIBUTE_NAMES",
+    "ATTRIBUTE_WORDS",
     "DEFAULT_WINDOWS",
     "IGNORE_INDEX",
     "Attribute",
@@ -261,6 +262,30 @@ ATTRIBUTE_CLASSES: dict[str, int] = {
 """Number of levels of each attribute on LIDC's 1-based scale (values run ``1..n``)."""
 
 ATTRIBUTE_NAMES: tuple[str, ...] = tuple(str(a) for a in Attribute)
+
+ATTRIBUTE_WORDS: dict[str, tuple[str, ...]] = {
+    Attribute.SUBTLETY: ("extremely subtle", "moderately subtle", "fairly subtle", "moderately obvious", "obvious"),
+    Attribute.INTERNAL_STRUCTURE: ("soft tissue", "fluid", "fat", "air"),
+    Attribute.CALCIFICATION: ("popcorn", "laminated", "solid", "non-central", "central", "absent"),
+    Attribute.SPHERICITY: ("linear", "ovoid/linear", "ovoid", "ovoid/round", "round"),
+    Attribute.MARGIN: ("poorly defined", "near poorly defined", "medium margin", "near sharp", "sharp"),
+    Attribute.LOBULATION: (
+        "no lobulation",
+        "nearly no lobulation",
+        "medium lobulation",
+        "near marked lobulation",
+        "marked lobulation",
+    ),
+    Attribute.SPICULATION: (
+        "no spiculation",
+        "nearly no spiculation",
+        "medium spiculation",
+        "near marked spiculation",
+        "marked spiculation",
+    ),
+    Attribute.TEXTURE: ("non-solid (ground glass)", "non-solid/mixed", "part solid/mixed", "solid/mixed", "solid"),
+}
+"""Each attribute's ratings ``1..n`` in the readers' words (the LIDC-IDRI reading instructions): ``words[r - 1]``."""
 
 CALCIFICATION_ABSENT = 6
 """LIDC calcification rating meaning "no calcification"; any lower value is a calcified pattern."""

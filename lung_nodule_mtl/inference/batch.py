@@ -6,6 +6,8 @@ For every case found in the input (:func:`~lung_nodule_mtl.io.ct.find_cases`) th
 * ``<case>.json``: the per-nodule report (centre in world mm and voxels, diameter, volume, detection
   and malignancy probability, score, attributes), the settings and the model's provenance;
 * with ``qc=True``, ``qc/<case>_nodule<k>.png`` per nodule;
+* with ``html_report=True``, ``<case>_report.html``: one self-contained page for a radiologist
+  (:mod:`lung_nodule_mtl.reports.html`);
 
 and, for the batch, ``summary.csv`` (one row per nodule of every complete case of the input). Their layout lives
 in :mod:`lung_nodule_mtl.reports.scan`; this module runs the batch.
@@ -38,6 +40,7 @@ from lung_nodule_mtl.reports.scan import (
     case_outputs,
     is_complete,
     scan_report,
+    write_html_report,
     write_qc_figures,
     write_summary,
 )
@@ -77,7 +80,9 @@ def _centres_for(case_id: str, table: Mapping[str, Sequence[Any]] | None) -> lis
     return [list(map(float, r.center_ras_mm)) for r in table.get(case_id, [])]
 
 
-def _run_case(case: Any, predictor: ScanPredictor, output_dir: Path, centres: Any, qc: bool) -> ScanPrediction:
+def _run_case(
+    case: Any, predictor: ScanPredictor, output_dir: Path, centres: Any, qc: bool, html_report: bool = False
+) -> ScanPrediction:
     from lung_nodule_mtl.io.ct import load_ct, write_label_map
 
     paths = case_outputs(output_dir, case.case_id)
@@ -103,6 +108,8 @@ def _run_case(case: Any, predictor: ScanPredictor, output_dir: Path, centres: An
         report = scan_report(case, volume, result, predictor, paths["labels"].name)
         if qc and result.isotropic_image is not None and result.isotropic_labels is not None:
             report["qc_figures"] = write_qc_figures(stack, output_dir, case.case_id, result)
+        if html_report:
+            write_html_report(stack, output_dir, report, result)
         with open(report_tmp, "w") as f:
             json.dump(json_safe(report), f, indent=2)
             f.write("\n")
@@ -116,6 +123,7 @@ def predict_batch(
     nodules_csv: str | Path | None = None,
     qc: bool = False,
     overwrite: bool = False,
+    html_report: bool = False,
     progress: bool = True,
     raise_on_failure: bool = False,
 ) -> BatchResult:
@@ -128,6 +136,7 @@ def predict_batch(
         nodules_csv: nodule centres to analyse instead of detecting (LUNA16 ``annotations.csv`` columns, LPS, or
             this project's ``summary.csv``, RAS); cases absent from it get an empty report.
         qc: write a PNG per nodule.
+        html_report: write ``<case>_report.html`` (needs ``keep_images``, set here as for ``qc``).
         overwrite: redo cases whose outputs are complete (default: skip them).
         progress: show a progress bar over cases.
         raise_on_failure: raise ``RuntimeError`` at the end if any case failed (for ``monai.bundle run``).
@@ -161,7 +170,7 @@ def predict_batch(
             logger.warning(
                 "%s: %d case(s) not in the input, ignored: %s", nodules_csv, len(unknown), ", ".join(unknown[:5])
             )
-    if qc:
+    if qc or html_report:
         predictor.keep_images = True
     out.mkdir(parents=True, exist_ok=True)
 
@@ -170,13 +179,13 @@ def predict_batch(
     for case in bar:
         bar.set_postfix_str(case.case_id)
         paths = case_outputs(out, case.case_id)
-        if not overwrite and is_complete(paths):
+        if not overwrite and is_complete(paths) and (not html_report or paths["html"].is_file()):
             logger.info("%s: outputs complete, skipped (use --overwrite to redo)", case.case_id)
             result.skipped.append(case.case_id)
             continue
         start = time.perf_counter()
         try:
-            prediction = _run_case(case, predictor, out, _centres_for(case.case_id, table), qc)
+            prediction = _run_case(case, predictor, out, _centres_for(case.case_id, table), qc, html_report)
         except InputError as e:
             reason = str(e)
         except (OSError, ValueError, RuntimeError, MemoryError) as e:  # unexpected, but the batch goes on

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.io.geometry import world_to_voxel
+from lung_nodule_mtl.reports.html import case_report_html, chest_side
 from lung_nodule_mtl.reports.qc import nodule_qc_image, write_nodule_qc
 from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv
 
@@ -28,8 +30,11 @@ __all__ = [
     "SUMMARY_FILE",
     "case_outputs",
     "is_complete",
+    "lungs_center_ras",
+    "nodule_views",
     "scan_report",
     "summary_rows",
+    "write_html_report",
     "write_qc_figures",
     "write_summary",
 ]
@@ -62,7 +67,12 @@ DISCLAIMER = "Research use only; not a medical device. Not validated for clinica
 def case_outputs(output_dir: str | Path, case_id: str) -> dict[str, Path]:
     """Paths of one case's outputs: ``labels`` (NIfTI) and ``report`` (JSON); QC figures go to ``qc/``."""
     out = Path(output_dir)
-    return {"labels": out / f"{case_id}_nodules.nii.gz", "report": out / f"{case_id}.json", "qc": out / "qc"}
+    return {
+        "labels": out / f"{case_id}_nodules.nii.gz",
+        "report": out / f"{case_id}.json",
+        "qc": out / "qc",
+        "html": out / f"{case_id}_report.html",
+    }
 
 
 def is_complete(paths: Mapping[str, Path]) -> bool:
@@ -102,20 +112,51 @@ def scan_report(case: Any, volume: Any, result: ScanPrediction, predictor: ScanP
 def write_qc_figures(stack: contextlib.ExitStack, output_dir: Path, case_id: str, result: ScanPrediction) -> list[str]:
     """Write ``qc/<case>_nodule<k>.png`` per nodule (:func:`~lung_nodule_mtl.reports.qc.nodule_qc_image` with a
     title), each under a temporary name renamed when ``stack`` closes; the paths relative to ``output_dir``."""
-    assert result.isotropic_image is not None and result.isotropic_labels is not None
-    hu = np.asarray(result.isotropic_image[0])
-    iso_affine = np.asarray(result.isotropic_image.affine, dtype=np.float64)
+    views = nodule_views(result)
     figures = []
     for n in result.nodules:
         png = case_outputs(output_dir, case_id)["qc"] / f"{case_id}_nodule{n.label}.png"
-        center = world_to_voxel(iso_affine, np.asarray(n.center_world_mm_ras))
-        image = nodule_qc_image(hu, result.isotropic_labels, center, n.label)
+        image = views[n.label]
         malignancy = "n/a" if n.malignancy_probability is None else f"{n.malignancy_probability:.2f}"
         diameter = "n/a" if n.diameter_mm is None else f"{n.diameter_mm:.1f} mm"
         title = f"{case_id} nodule {n.label}: {diameter}, malignancy {malignancy} (axial|coronal|sagittal)"
         write_nodule_qc(stack.enter_context(atomic_path(png)), image, title)
         figures.append(str(png.relative_to(output_dir)))
     return figures
+
+
+def nodule_views(result: ScanPrediction) -> dict[int, NDArray[np.uint8]]:
+    """Per nodule label, its axial | coronal | sagittal panels with the outlines (the isotropic image must be kept)."""
+    assert result.isotropic_image is not None and result.isotropic_labels is not None
+    hu = np.asarray(result.isotropic_image[0])
+    iso_affine = np.asarray(result.isotropic_image.affine, dtype=np.float64)
+    return {
+        n.label: nodule_qc_image(
+            hu, result.isotropic_labels, world_to_voxel(iso_affine, np.asarray(n.center_world_mm_ras)), n.label
+        )
+        for n in result.nodules
+    }
+
+
+def lungs_center_ras(result: ScanPrediction) -> list[float] | None:
+    """The centre of mass of the lung mask, RAS mm (``None`` without a kept lung mask or image)."""
+    if result.isotropic_lung is None or result.isotropic_image is None or not result.isotropic_lung.any():
+        return None
+    ijk = np.mean(np.argwhere(result.isotropic_lung), axis=0)
+    affine = np.asarray(result.isotropic_image.affine, dtype=np.float64)
+    return [float(v) for v in affine[:3, :3] @ ijk + affine[:3, 3]]
+
+
+def write_html_report(
+    stack: contextlib.ExitStack, output_dir: Path, report: Mapping[str, Any], result: ScanPrediction
+) -> None:
+    """``<case>_report.html`` (:mod:`~lung_nodule_mtl.reports.html`) under a temporary name renamed when ``stack``
+    closes."""
+    lungs = lungs_center_ras(result)
+    views = nodule_views(result) if result.isotropic_image is not None and result.isotropic_labels is not None else {}
+    sides = {n.label: chest_side(n.center_world_mm_ras, lungs) for n in result.nodules}
+    path = stack.enter_context(atomic_path(case_outputs(output_dir, str(report["case_id"]))["html"]))
+    path.write_text(case_report_html(report, views, sides), encoding="utf-8")
 
 
 def summary_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -282,3 +282,36 @@ def test_dicom_folder_with_two_series(
     assert "patient_7: " in caplog.text and "skipped 1 other" in caplog.text
     labels = nib.load(out / "patient_7_nodules.nii.gz")
     assert labels.shape == ct.shape
+
+
+def test_html_report_per_scan(tmp_path: Path, make_predictor) -> None:
+    """predict --report: one self-contained page per scan with every nodule, its side, views and the limits; a re-run
+    asking for the page redoes a case that lacks it."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from lung_nodule_mtl.reports.html import LIMITS
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    _good_scans(src)
+    (src / "chest_b.nii").unlink()
+    predict_batch(src, out, make_predictor(), progress=False)
+    assert not (out / "chest_a_report.html").exists()
+    predict_batch(src, out, make_predictor(), progress=False, html_report=True)  # complete, but no page: redone
+    page = (out / "chest_a_report.html").read_text(encoding="utf-8")
+    report = _report(out, "chest_a")
+    assert page.count("<h2>Nodule ") == len(report["nodules"]) == 2
+    assert LIMITS.split(",")[0] in page and "not for diagnosis" in page
+    assert not re.search(r"(src|href)=['\"](?!data:)", page) and "<script" not in page  # nothing fetched
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(images) == 2
+    for b64 in images:
+        rgb = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+        red = (rgb[..., 0] > 200) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80)
+        assert rgb.shape[1] > 2 * rgb.shape[0] and red.sum() > 20  # three panels with the outline
+    for n in report["nodules"]:
+        expected = "right lung" if n["center_world_mm_ras"][0] > 0 else "left lung"  # the phantom's lungs straddle x=0
+        assert expected in page.split(f"<h2>Nodule {n['label']}</h2>")[1].split("</table>")[0]
