@@ -9,6 +9,7 @@ everything the command line can do is importable too::
     lung-nodule-mtl prepare-vois --vois external_vois/ --out data/external --folds 1   # all in 'test'
     lung-nodule-mtl export-bundle --out dist/lung_nodule_ct_mtl_v0.1.0.zip
     lung-nodule-mtl predict -i scans/ -o predictions/ [--nodules annotations.csv] [--qc]
+    lung-nodule-mtl luna25 -i /input -o /output   # LUNA25 / grand-challenge: one case, given nodule locations
     lung-nodule-mtl cross-validate --dataset-dir data/lidc_vois --out runs/cv --jobs 2 --threads 1
 """
 
@@ -28,6 +29,7 @@ from lung_nodule_mtl.cli.growth import register as register_growth
 from lung_nodule_mtl.cli.insertion import register as register_insertion
 from lung_nodule_mtl.cli.lidc import register as register_lidc
 from lung_nodule_mtl.cli.luna16 import register as register_luna16
+from lung_nodule_mtl.cli.luna25 import register as register_luna25
 
 __all__ = ["build_parser", "main"]
 
@@ -284,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_insertion(sub)
     register_lidc(sub)
     register_luna16(sub)
+    register_luna25(sub)
     return parser
 
 
