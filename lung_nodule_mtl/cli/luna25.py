@@ -53,9 +53,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "carries no spatial metadata) and, if present, INPUT/clinical-information-lung-ct.json (not used); write "
         "OUTPUT/lung-nodule-malginancy-likelihoods.json (the organisers' spelling): the same points, names and "
         "order, each with a 'probability' in [0, 1]. Each point is analysed as a given nodule centre; its "
-        "probability is the report's malignancy probability, else (no mask near the point) the network's on the "
-        "crop there, else 0.5 with a warning. Bad input (a point outside the image, an empty points list, no or "
-        "several images): one line naming the file, nothing written, exit status 1.",
+        "probability is the malignancy probability predict reports for that centre (the network's, fused with the "
+        "measured size where the weights have a fusion and a mask is found), else 0.5 with a warning. Bad input "
+        "(a point outside the image, an empty points list, no or several images): one line naming the file, "
+        "nothing written, exit status 1.",
     )
     p.add_argument("-i", "--input", required=True, help="input folder (grand-challenge: /input)")
     p.add_argument("-o", "--output", required=True, help="output folder, created if missing (grand-challenge: /output)")

@@ -9,10 +9,12 @@ The platform mounts one case per run::
 and reads back ``OUTPUT_DIR/lung-nodule-malginancy-likelihoods.json`` (the organisers' spelling, kept since the
 platform reads exactly that name): the same points, names and order, each with a ``probability`` in [0, 1].
 
-The probability of a point (:func:`point_probability`): the report's ``malignancy_probability`` (the network's,
-fused with the measured size where the bundle ships a fusion); where that is missing because no mask was found
-near the point (no size to fuse with), the network's own probability on the crop centred there
-(``malignancy_probability_network``); where neither exists, 0.5 with a warning logged.
+The probability of a point (:func:`point_probability`): the report's ``malignancy_probability`` for the crop
+centred on the point, i.e. the network's malignancy head, fused with the nodule's measured size where the bundle
+ships a fusion (``malignancy_fusion.json`` beside the weights) and a mask is found near the point; with no mask
+there is no size, and the pipeline reports the network's own probability. Should it be missing all the same (a
+network without a malignancy head), ``malignancy_probability_network`` if there is one, else 0.5 with a warning
+logged.
 
 Bad input (a missing or malformed points file, an empty points list, zero or several images, a TIFF image, a
 point outside the image) raises :class:`~lung_nodule_mtl.io.ct.InputError` naming the file, before anything is
@@ -156,9 +158,9 @@ def _check_inside(points_file: Path, volume: CTVolume, names: Sequence[str], poi
 def point_probability(nodule: NodulePrediction) -> tuple[float, str]:
     """The probability written for one point and where it comes from.
 
-    The rule: ``malignancy_probability`` (``"malignancy_probability"``); else, when it is missing (no mask near
-    the point, so no size for the fusion), ``malignancy_probability_network`` (``"network"``); else
-    :data:`FALLBACK_PROBABILITY` (``"fallback"``). Clipped to [0, 1].
+    The rule: ``malignancy_probability`` (``"malignancy_probability"``: fused with the size where there is a
+    fusion and a mask, the network's own otherwise); else ``malignancy_probability_network`` (``"network"``); else
+    :data:`FALLBACK_PROBABILITY` (``"fallback"``: the network has no malignancy head). Clipped to [0, 1].
     """
     for value, source in (
         (nodule.malignancy_probability, "malignancy_probability"),
@@ -225,7 +227,7 @@ def run_luna25(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[
                 "point %r: the network gives no malignancy probability: %s written", name, FALLBACK_PROBABILITY
             )
         elif source == "network":
-            logger.info("point %r: no nodule mask near it: the network's probability on its crop is written", name)
+            logger.info("point %r: the network's probability on its crop is written", name)
         out_points.append({**item, "probability": probability})
     output = {
         "name": doc.get("name", _DEFAULT_NAME),
