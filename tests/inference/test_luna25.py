@@ -228,6 +228,20 @@ def test_bad_inputs_name_the_file(case_dir: Path, predictor, tmp_path: Path) -> 
     _fails(case, predictor, out, "chest-ct", "not found")
 
 
+def test_nifti_image_gives_the_same_answer(case_dir: Path, predictor, tmp_path: Path) -> None:
+    """The same scan as .nii.gz (RAS affine, read by nibabel) scores the LPS points as the .mha does."""
+    import nibabel as nib
+
+    case = _copy(case_dir, tmp_path / "nifti")
+    [mha] = (case / "images" / "chest-ct").iterdir()
+    mha.unlink()
+    image, affine, _ = chest_phantom(shape=(150, 120, 48), spacing_mm=(0.9, 0.9, 2.5), nodules=NODULES, lps=True)
+    nib.save(nib.Nifti1Image(image, affine), case / "images" / "chest-ct" / "scan.nii.gz")
+    from_mha = json.loads(run_luna25(case_dir, tmp_path / "a", predictor).read_text())
+    from_nifti = json.loads(run_luna25(case, tmp_path / "b", predictor).read_text())
+    assert from_nifti == from_mha
+
+
 def test_read_points_keeps_the_document(case_dir: Path) -> None:
     doc, lps = read_points(case_dir / "nodule-locations.json")
     assert doc == _points_doc(POINTS) and lps == [p["point"] for p in POINTS]
