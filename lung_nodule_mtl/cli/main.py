@@ -131,6 +131,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         qc=args.qc,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        html_report=args.report,
     )
     for case_id, reason in result.failed.items():
         print(f"lung-nodule-mtl predict: error: {case_id}: {reason}", file=sys.stderr)
@@ -276,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-nodules", type=int, default=None, help="most nodules per scan (default: 20)")
     p.add_argument("--no-lung-mask", action="store_true", help="analyse the whole image, not only the lungs")
     p.add_argument("--qc", action="store_true", help="also write qc/<case>_nodule<k>.png per nodule")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="also write <case>_report.html: one self-contained page per scan for a radiologist (location, size, "
+        "malignancy, attributes in the readers' words, three views per nodule, the model's limits)",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs are complete")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
