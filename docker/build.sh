@@ -26,6 +26,8 @@
 #   BUILD_ARGS       more arguments for `buildah build` (split on spaces)
 #   RUN_NETWORK      network of `run` and `demo` (default none: inference needs no network; host)
 #   RUN_ENV          environment of `run`, NAME=VALUE separated by spaces (e.g. OMP_NUM_THREADS=1)
+#   RUN_ENTRYPOINT   entry point of `run` instead of the image's, split on spaces: the LUNA25 mode is
+#                    RUN_ENTRYPOINT="lung-nodule-mtl luna25" docker/build.sh run CASE OUT -i /input -o /output
 #   BUILDAH_ISOLATION (default chroot)
 #   STORAGE_DRIVER   buildah's storage driver (default: buildah's, overlay as root); vfs (also taken when
 #                    the default does not work) keeps its own store in /var/lib/containers/storage-vfs
@@ -245,6 +247,8 @@ run_image() {
     mapfile -t entrypoint < <(bh inspect --type image --format '{{range .OCIv1.Config.Entrypoint}}{{println .}}{{end}}' "$IMAGE")
     mapfile -t cmd < <(bh inspect --type image --format '{{range .OCIv1.Config.Cmd}}{{println .}}{{end}}' "$IMAGE")
     (($#)) && cmd=("$@")
+    # shellcheck disable=SC2206 # RUN_ENTRYPOINT is split on purpose
+    [[ -n ${RUN_ENTRYPOINT:-} ]] && entrypoint=(${RUN_ENTRYPOINT})
     ctr=$(from_image)
     log "running ${entrypoint[*]} ${cmd[*]} as uid $(brun "$ctr" -- id -u) ($input -> /input:ro, $output -> /output, network ${RUN_NETWORK:-none})"
     local start

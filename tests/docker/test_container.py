@@ -147,3 +147,49 @@ def test_container_predicts_as_non_root_without_touching_input(image: str, tmp_p
         rows = list(csv.DictReader(f))
     assert len(rows) == len(nodules)
     assert all(row["case_id"] == case for row in rows)
+
+
+@pytest.mark.slow
+def test_container_luna25_mode(image: str, tmp_path: Path) -> None:
+    """The image in the LUNA25 / grand-challenge mode (RUN_ENTRYPOINT as `docker run --entrypoint`): a case folder
+    with images/chest-ct/<scan>.mha and nodule-locations.json (LPS) in, the likelihoods file out, as the image's
+    non-root user, offline."""
+    import SimpleITK as sitk
+
+    from lung_nodule_mtl.constants import ras_to_lps
+    from lung_nodule_mtl.data.synthetic import synthesize_dataset
+    from lung_nodule_mtl.inference.luna25 import OUTPUT_FILE, POINTS_FILE
+
+    synth = tmp_path / "synth"
+    synthesize_dataset(synth, cases=1, seed=1, mode="scans", scan_shape=(128, 128, 40), slice_mm=(1.25, 1.25))
+    items = json.loads((synth / "datalist.json").read_text())["training"]
+    case = tmp_path / "input"
+    (case / "images" / "chest-ct").mkdir(parents=True)
+    sitk.WriteImage(sitk.ReadImage(str(synth / items[0]["image"])), str(case / "images" / "chest-ct" / "scan.mha"))
+    points = [{"name": f"n{k}", "point": ras_to_lps(i["center_world_mm"])} for k, i in enumerate(items)]
+    (case / POINTS_FILE).write_text(json.dumps({"type": "Multiple points", "points": points}))
+    for path in [case, *case.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    output_dir = tmp_path / "output"
+    env = {
+        **os.environ,
+        "IMAGE": image,
+        "RUN_ENV": "OMP_NUM_THREADS=1",
+        "RUN_ENTRYPOINT": "lung-nodule-mtl luna25",
+    }
+    run = subprocess.run(
+        [str(BUILD_SH), "run", str(case), str(output_dir), "-i", "/input", "-o", "/output"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=RUN_TIMEOUT_S,
+        env=env,
+    )
+    assert run.returncode == 0, f"luna25 in the container failed:\n{_tail(run.stdout)}\n{_tail(run.stderr)}"
+    result = output_dir / OUTPUT_FILE
+    assert result.stat().st_uid == IMAGE_UID
+    out = json.loads(result.read_text())
+    assert [p["name"] for p in out["points"]] == [p["name"] for p in points]
+    for got, sent in zip(out["points"], points, strict=True):
+        np.testing.assert_allclose(got["point"], sent["point"])
+        assert 0.0 <= got["probability"] <= 1.0
