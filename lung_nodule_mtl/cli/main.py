@@ -132,6 +132,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         html_report=args.report,
+        dicom=not args.no_dicom,
     )
     for case_id, reason in result.failed.items():
         print(f"lung-nodule-mtl predict: error: {case_id}: {reason}", file=sys.stderr)
@@ -277,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-nodules", type=int, default=None, help="most nodules per scan (default: 20)")
     p.add_argument("--no-lung-mask", action="store_true", help="analyse the whole image, not only the lungs")
     p.add_argument("--qc", action="store_true", help="also write qc/<case>_nodule<k>.png per nodule")
+    p.add_argument(
+        "--no-dicom",
+        action="store_true",
+        help="for DICOM series inputs, do not write <case>_seg.dcm (the nodules as a DICOM Segmentation)",
+    )
     p.add_argument(
         "--report",
         action="store_true",

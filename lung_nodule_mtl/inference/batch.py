@@ -6,6 +6,8 @@ For every case found in the input (:func:`~lung_nodule_mtl.io.ct.find_cases`) th
 * ``<case>.json``: the per-nodule report (centre in world mm and voxels, diameter, volume, detection
   and malignancy probability, score, attributes), the settings and the model's provenance;
 * with ``qc=True``, ``qc/<case>_nodule<k>.png`` per nodule;
+* for a DICOM series input (unless ``dicom=False``), ``<case>_seg.dcm``: the nodules as a DICOM Segmentation in
+  the source study, frames on the source slices (:mod:`lung_nodule_mtl.reports.dicom`);
 * with ``html_report=True``, ``<case>_report.html``: one self-contained page for a radiologist
   (:mod:`lung_nodule_mtl.reports.html`);
 
@@ -81,7 +83,13 @@ def _centres_for(case_id: str, table: Mapping[str, Sequence[Any]] | None) -> lis
 
 
 def _run_case(
-    case: Any, predictor: ScanPredictor, output_dir: Path, centres: Any, qc: bool, html_report: bool = False
+    case: Any,
+    predictor: ScanPredictor,
+    output_dir: Path,
+    centres: Any,
+    qc: bool,
+    html_report: bool = False,
+    dicom: bool = True,
 ) -> ScanPrediction:
     from lung_nodule_mtl.io.ct import load_ct, write_label_map
 
@@ -110,6 +118,14 @@ def _run_case(
             report["qc_figures"] = write_qc_figures(stack, output_dir, case.case_id, result)
         if html_report:
             write_html_report(stack, output_dir, report, result)
+        written = [n.label for n in result.nodules if n.voxels_in_label_map > 0]
+        if dicom and case.kind == "dicom" and volume.source_files and written:
+            from lung_nodule_mtl.reports.dicom import write_dicom_seg
+
+            seg_tmp = stack.enter_context(atomic_path(paths["seg"]))
+            version = predictor.model_info.get("bundle_version")
+            write_dicom_seg(volume.source_files, result.labels, written, seg_tmp, version)
+            report["dicom_seg"] = paths["seg"].name
         with open(report_tmp, "w") as f:
             json.dump(json_safe(report), f, indent=2)
             f.write("\n")
@@ -123,9 +139,11 @@ def predict_batch(
     nodules_csv: str | Path | None = None,
     qc: bool = False,
     overwrite: bool = False,
-    html_report: bool = False,
     progress: bool = True,
     raise_on_failure: bool = False,
+    *,
+    html_report: bool = False,
+    dicom: bool = True,
 ) -> BatchResult:
     """Run :class:`~lung_nodule_mtl.inference.pipeline.ScanPredictor` over every case of ``input_path``.
 
@@ -137,6 +155,7 @@ def predict_batch(
             this project's ``summary.csv``, RAS); cases absent from it get an empty report.
         qc: write a PNG per nodule.
         html_report: write ``<case>_report.html`` (needs ``keep_images``, set here as for ``qc``).
+        dicom: for DICOM series inputs, also write ``<case>_seg.dcm`` (a DICOM Segmentation of the nodules).
         overwrite: redo cases whose outputs are complete (default: skip them).
         progress: show a progress bar over cases.
         raise_on_failure: raise ``RuntimeError`` at the end if any case failed (for ``monai.bundle run``).
@@ -185,7 +204,7 @@ def predict_batch(
             continue
         start = time.perf_counter()
         try:
-            prediction = _run_case(case, predictor, out, _centres_for(case.case_id, table), qc, html_report)
+            prediction = _run_case(case, predictor, out, _centres_for(case.case_id, table), qc, html_report, dicom)
         except InputError as e:
             reason = str(e)
         except (OSError, ValueError, RuntimeError, MemoryError) as e:  # unexpected, but the batch goes on

@@ -210,6 +210,7 @@ class CTVolume:
             ``rescale_intercept``, ...; NIfTI: ``sform_code``, ``qform_code``, ``scl_slope``, ``scl_inter``.
         nifti: the header geometry of a NIfTI input (``None`` for DICOM and MetaImage), used by
             :func:`write_label_map`.
+        source_files: a DICOM input's slice files in the order of the array's last axis (``k``); empty otherwise.
     """
 
     array: NDArray[np.float32]
@@ -220,6 +221,7 @@ class CTVolume:
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     nifti: NiftiGeometry | None = None
+    source_files: list[Path] = field(default_factory=list)
 
     @functools.cached_property
     def image(self) -> MetaTensor:
@@ -538,6 +540,7 @@ class _Loaded:
     meta: dict[str, Any]
     warnings: list[str]
     nifti: NiftiGeometry | None = None
+    source_files: list[Path] = field(default_factory=list)
 
 
 def _nifti_raw_header(path: Path, header_class: Any) -> Any:
@@ -890,7 +893,7 @@ def _read_dicom(path: Path) -> _Loaded:
     original_dtype = image.GetPixelIDTypeAsString()
     array = _sitk_array(image, shape)
     del image
-    return _Loaded(array, affine, original_dtype, meta, warnings)
+    return _Loaded(array, affine, original_dtype, meta, warnings, source_files=[Path(f) for f in files])
 
 
 _READERS = {"nifti": _read_nifti, "metaimage": _read_metaimage, "dicom": _read_dicom}
@@ -942,6 +945,7 @@ def load_ct(case: Case) -> CTVolume:
         warnings=loaded.warnings + stats["warnings"],
         meta=meta,
         nifti=loaded.nifti,
+        source_files=loaded.source_files,
     )
 
 

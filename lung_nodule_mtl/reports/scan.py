@@ -72,6 +72,7 @@ def case_outputs(output_dir: str | Path, case_id: str) -> dict[str, Path]:
         "report": out / f"{case_id}.json",
         "qc": out / "qc",
         "html": out / f"{case_id}_report.html",
+        "seg": out / f"{case_id}_seg.dcm",
     }
 
 

@@ -315,3 +315,25 @@ def test_html_report_per_scan(tmp_path: Path, make_predictor) -> None:
     for n in report["nodules"]:
         expected = "right lung" if n["center_world_mm_ras"][0] > 0 else "left lung"  # the phantom's lungs straddle x=0
         assert expected in page.split(f"<h2>Nodule {n['label']}</h2>")[1].split("</table>")[0]
+
+
+def test_dicom_in_gives_a_dicom_seg_of_the_reported_nodules(tmp_path: Path, make_predictor, write_dicom_series) -> None:
+    import pydicom
+
+    image, _, _ = chest_phantom(shape=(150, 120, 48), spacing_mm=(0.9, 0.9, 2.5), nodules=NODULES)
+    src = tmp_path / "in"
+    write_dicom_series(src / "patient_1", image, spacing=(0.9, 0.9, 2.5), origin=(-67.0, -54.0, -60.0))
+    out = tmp_path / "out"
+    predict_batch(src, out, make_predictor(), progress=False)
+    report = _report(out, "patient_1")
+    nodules = [n for n in report["nodules"] if n["voxels_in_label_map"] > 0]
+    assert len(nodules) == 2 and report["dicom_seg"] == "patient_1_seg.dcm"
+    seg = pydicom.dcmread(out / "patient_1_seg.dcm")
+    assert seg.Modality == "SEG"
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == [f"nodule {n['label']}" for n in nodules]
+    labels = np.asarray(nib.load(out / "patient_1_nodules.nii.gz").dataobj)
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), -1).astype(bool).sum()
+    assert frames == int((labels > 0).sum())  # every labelled voxel is in the SEG, once
+    other = tmp_path / "out_no_dicom"
+    predict_batch(src, other, make_predictor(), progress=False, dicom=False)
+    assert not (other / "patient_1_seg.dcm").exists() and "dicom_seg" not in _report(other, "patient_1")
