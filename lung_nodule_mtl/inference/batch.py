@@ -41,6 +41,7 @@ from lung_nodule_mtl.reports.scan import (
     SUMMARY_COLUMNS,
     case_outputs,
     is_complete,
+    nodule_views,
     scan_report,
     write_html_report,
     write_qc_figures,
@@ -114,10 +115,12 @@ def _run_case(
         write_s = time.perf_counter() - start
         result.timings_s = {"read": round(read_s, 3), **result.timings_s, "write": round(write_s, 3)}
         report = scan_report(case, volume, result, predictor, paths["labels"].name)
-        if qc and result.isotropic_image is not None and result.isotropic_labels is not None:
-            report["qc_figures"] = write_qc_figures(stack, output_dir, case.case_id, result)
+        kept = result.isotropic_image is not None and result.isotropic_labels is not None
+        views = nodule_views(result) if kept and (qc or html_report) else {}  # drawn once for both
+        if qc and kept:
+            report["qc_figures"] = write_qc_figures(stack, output_dir, case.case_id, result, views)
         if html_report:
-            write_html_report(stack, output_dir, report, result)
+            write_html_report(stack, output_dir, report, result, views)
         written = [n.label for n in result.nodules if n.voxels_in_label_map > 0]
         if dicom and case.kind == "dicom" and volume.source_files and written:
             from lung_nodule_mtl.reports.dicom import write_dicom_seg

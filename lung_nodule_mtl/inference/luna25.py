@@ -35,7 +35,7 @@ import numpy as np
 
 from lung_nodule_mtl.constants import lps_to_ras
 from lung_nodule_mtl.io.ct import Case, CTVolume, InputError, find_cases, load_ct
-from lung_nodule_mtl.io.geometry import world_to_voxel
+from lung_nodule_mtl.io.geometry import outside_image
 from lung_nodule_mtl.utils.io import atomic_write_json
 
 if TYPE_CHECKING:
@@ -144,14 +144,13 @@ def find_image(input_dir: str | os.PathLike[str]) -> Case:
 
 def _check_inside(points_file: Path, volume: CTVolume, names: Sequence[str], points_lps: Sequence[list[float]]) -> None:
     """Every point inside the image (the predictor's own tolerance: half a voxel beyond the edge voxels)."""
-    shape = np.asarray(volume.shape)
     for name, lps in zip(names, points_lps, strict=True):
-        vox = world_to_voxel(volume.affine, np.asarray(lps_to_ras(lps), dtype=np.float64))
-        if np.any(vox < -0.5) or np.any(vox > shape - 0.5):
+        vox = outside_image(volume.affine, volume.shape, lps_to_ras(lps))
+        if vox is not None:
             raise InputError(
                 points_file,
                 f"point {name!r} at {lps} mm (LPS) lies outside the image {volume.case.path.name} (voxel "
-                f"{np.round(vox, 1).tolist()}, shape {shape.tolist()})",
+                f"{np.round(vox, 1).tolist()}, shape {list(volume.shape)})",
             )
 
 

@@ -53,7 +53,7 @@ from lung_nodule_mtl import __version__
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
 from lung_nodule_mtl.engines.inferer import cpu_bf16_native
 from lung_nodule_mtl.inference.fusion import MalignancyFusion
-from lung_nodule_mtl.io.geometry import equivalent_diameter_mm, voxel_to_world, world_to_voxel
+from lung_nodule_mtl.io.geometry import equivalent_diameter_mm, outside_image, voxel_to_world, world_to_voxel
 from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
 from lung_nodule_mtl.reports.evaluation import head_predictions
 from lung_nodule_mtl.transforms.chains import AXIS_LABELS, DEFAULT_SPACING_MM, ORIENTATION
@@ -577,8 +577,8 @@ class ScanPredictor:
         in_shape = tuple(int(s) for s in image.shape[1:])
         in_affine = np.asarray(image.affine, dtype=np.float64)
         for c in centers_ras or []:
-            vox = world_to_voxel(in_affine, np.asarray(c, dtype=np.float64))
-            if np.any(vox < -0.5) or np.any(vox > np.asarray(in_shape) - 0.5):
+            vox = outside_image(in_affine, in_shape, c)
+            if vox is not None:
                 raise ValueError(
                     f"nodule centre {np.round(c, 2).tolist()} mm (RAS) is outside the image (voxel "
                     f"{np.round(vox, 1).tolist()}, shape {list(in_shape)}); LPS tables need x, y negated."

@@ -35,6 +35,7 @@ __all__ = [
     "equivalent_diameter_mm",
     "flip_lps_ras",
     "itk_geometry",
+    "outside_image",
     "voxel_to_world",
     "world_to_voxel",
 ]
@@ -116,6 +117,15 @@ def voxel_to_world(affine: ArrayLike | torch.Tensor, points_vox: PointsT | Array
         ValueError: ``affine`` is not a finite 4x4 matrix, or the points are not 3D.
     """
     return _apply(_as_affine(affine), points_vox, "points_vox")  # type: ignore[return-value]
+
+
+def outside_image(affine: ArrayLike, shape: Sequence[int], point_mm: ArrayLike) -> np.ndarray | None:
+    """The continuous voxel of the RAS point ``point_mm`` when it lies outside the image of ``shape`` (more than half
+    a voxel beyond the edge voxels), else ``None``: the one rule for "a given nodule centre outside the image"."""
+    vox = np.asarray(world_to_voxel(affine, np.asarray(point_mm, dtype=np.float64)), dtype=np.float64)
+    if np.any(vox < -0.5) or np.any(vox > np.asarray(shape, dtype=np.float64) - 0.5):
+        return vox
+    return None
 
 
 def equivalent_diameter_mm(volume_mm3: float) -> float:

@@ -55,7 +55,7 @@ def write_dicom_seg(
     import pydicom
     from pydicom.sr.codedict import codes
 
-    sources = [pydicom.dcmread(str(f)) for f in source_files]
+    sources = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]  # headers suffice
     cols, rows, n = labels.shape
     first = sources[0]
     if n != len(sources) or (int(first.Rows), int(first.Columns)) != (rows, cols):

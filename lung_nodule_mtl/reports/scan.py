@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.io.geometry import world_to_voxel
@@ -110,10 +111,17 @@ def scan_report(case: Any, volume: Any, result: ScanPrediction, predictor: ScanP
     }
 
 
-def write_qc_figures(stack: contextlib.ExitStack, output_dir: Path, case_id: str, result: ScanPrediction) -> list[str]:
+def write_qc_figures(
+    stack: contextlib.ExitStack,
+    output_dir: Path,
+    case_id: str,
+    result: ScanPrediction,
+    views: Mapping[int, NDArray[np.uint8]] | None = None,
+) -> list[str]:
     """Write ``qc/<case>_nodule<k>.png`` per nodule (:func:`~lung_nodule_mtl.reports.qc.nodule_qc_image` with a
-    title), each under a temporary name renamed when ``stack`` closes; the paths relative to ``output_dir``."""
-    views = nodule_views(result)
+    title), each under a temporary name renamed when ``stack`` closes; the paths relative to ``output_dir``.
+    ``views``: the panels when already drawn (:func:`nodule_views`)."""
+    views = nodule_views(result) if views is None else views
     figures = []
     for n in result.nodules:
         png = case_outputs(output_dir, case_id)["qc"] / f"{case_id}_nodule{n.label}.png"
@@ -143,18 +151,24 @@ def lungs_center_ras(result: ScanPrediction) -> list[float] | None:
     """The centre of mass of the lung mask, RAS mm (``None`` without a kept lung mask or image)."""
     if result.isotropic_lung is None or result.isotropic_image is None or not result.isotropic_lung.any():
         return None
-    ijk = np.mean(np.argwhere(result.isotropic_lung), axis=0)
+    ijk = np.asarray(ndimage.center_of_mass(result.isotropic_lung), dtype=np.float64)  # no index list in memory
     affine = np.asarray(result.isotropic_image.affine, dtype=np.float64)
     return [float(v) for v in affine[:3, :3] @ ijk + affine[:3, 3]]
 
 
 def write_html_report(
-    stack: contextlib.ExitStack, output_dir: Path, report: Mapping[str, Any], result: ScanPrediction
+    stack: contextlib.ExitStack,
+    output_dir: Path,
+    report: Mapping[str, Any],
+    result: ScanPrediction,
+    views: Mapping[int, NDArray[np.uint8]] | None = None,
 ) -> None:
     """``<case>_report.html`` (:mod:`~lung_nodule_mtl.reports.html`) under a temporary name renamed when ``stack``
-    closes."""
+    closes. ``views``: the panels when already drawn (:func:`nodule_views`)."""
     lungs = lungs_center_ras(result)
-    views = nodule_views(result) if result.isotropic_image is not None and result.isotropic_labels is not None else {}
+    if views is None:
+        kept = result.isotropic_image is not None and result.isotropic_labels is not None
+        views = nodule_views(result) if kept else {}
     sides = {n.label: chest_side(n.center_world_mm_ras, lungs) for n in result.nodules}
     path = stack.enter_context(atomic_path(case_outputs(output_dir, str(report["case_id"]))["html"]))
     path.write_text(case_report_html(report, views, sides), encoding="utf-8")
