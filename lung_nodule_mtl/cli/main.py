@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-dicom",
         action="store_true",
-        help="for DICOM series inputs, do not write <case>_seg.dcm (the nodules as a DICOM Segmentation)",
+        help="for DICOM series inputs, do not write <case>_seg.dcm and <case>_sr.dcm (the nodules as a DICOM "
+        "Segmentation and their measurements as a TID 1500 Structured Report)",
     )
     p.add_argument(
         "--report",

@@ -7,7 +7,9 @@ For every case found in the input (:func:`~lung_nodule_mtl.io.ct.find_cases`) th
   and malignancy probability, score, attributes), the settings and the model's provenance;
 * with ``qc=True``, ``qc/<case>_nodule<k>.png`` per nodule;
 * for a DICOM series input (unless ``dicom=False``), ``<case>_seg.dcm``: the nodules as a DICOM Segmentation in
-  the source study, frames on the source slices (:mod:`lung_nodule_mtl.reports.dicom`);
+  the source study, frames on the source slices, and ``<case>_sr.dcm``: a TID 1500 Measurement Report (size,
+  malignancy probability, the eight characteristics per nodule, each referencing its segment)
+  (:mod:`lung_nodule_mtl.reports.dicom`);
 * with ``html_report=True``, ``<case>_report.html``: one self-contained page for a radiologist
   (:mod:`lung_nodule_mtl.reports.html`);
 
@@ -36,11 +38,13 @@ from typing import Any
 from tqdm import tqdm
 
 from lung_nodule_mtl.inference.pipeline import ScanPrediction, ScanPredictor
+from lung_nodule_mtl.reports.html import chest_side
 from lung_nodule_mtl.reports.scan import (
     REPORT_VERSION,
     SUMMARY_COLUMNS,
     case_outputs,
     is_complete,
+    lungs_center_ras,
     nodule_views,
     scan_report,
     write_html_report,
@@ -123,16 +127,35 @@ def _run_case(
             write_html_report(stack, output_dir, report, result, views)
         written = [n.label for n in result.nodules if n.voxels_in_label_map > 0]
         if dicom and case.kind == "dicom" and volume.source_files and written:
-            from lung_nodule_mtl.reports.dicom import write_dicom_seg
-
-            seg_tmp = stack.enter_context(atomic_path(paths["seg"]))
-            version = predictor.model_info.get("bundle_version")
-            write_dicom_seg(volume.source_files, result.labels, written, seg_tmp, version)
-            report["dicom_seg"] = paths["seg"].name
+            report.update(_write_dicom(stack, paths, volume.source_files, result, report, predictor, written))
         with open(report_tmp, "w") as f:
             json.dump(json_safe(report), f, indent=2)
             f.write("\n")
     return result
+
+
+def _write_dicom(
+    stack: contextlib.ExitStack,
+    paths: Mapping[str, Path],
+    source_files: Sequence[str | Path],
+    result: ScanPrediction,
+    report: Mapping[str, Any],
+    predictor: ScanPredictor,
+    written: Sequence[int],
+) -> dict[str, str]:
+    """``<case>_seg.dcm`` and ``<case>_sr.dcm`` (the ``written`` nodules, each with voxels in the label map) under
+    temporary names renamed when ``stack`` closes; the report's entries naming them."""
+    from lung_nodule_mtl.reports.dicom import write_dicom_outputs
+
+    lungs = lungs_center_ras(result)
+    sides = {n.label: chest_side(n.center_world_mm_ras, lungs) for n in result.nodules}
+    nodules = [n for n in report["nodules"] if int(n["label"]) in set(written)]
+    seg_tmp = stack.enter_context(atomic_path(paths["seg"]))
+    sr_tmp = stack.enter_context(atomic_path(paths["sr"]))
+    version = predictor.model_info.get("bundle_version")
+    if write_dicom_outputs(source_files, result.labels, nodules, seg_tmp, sr_tmp, version, sides) is None:
+        raise RuntimeError("no written nodule has a voxel in the label map")  # ``written`` says they all have
+    return {"dicom_seg": paths["seg"].name, "dicom_sr": paths["sr"].name}
 
 
 def predict_batch(
@@ -158,7 +181,8 @@ def predict_batch(
             this project's ``summary.csv``, RAS); cases absent from it get an empty report.
         qc: write a PNG per nodule.
         html_report: write ``<case>_report.html`` (needs ``keep_images``, set here as for ``qc``).
-        dicom: for DICOM series inputs, also write ``<case>_seg.dcm`` (a DICOM Segmentation of the nodules).
+        dicom: for DICOM series inputs, also write ``<case>_seg.dcm`` (a DICOM Segmentation of the nodules) and
+            ``<case>_sr.dcm`` (their measurements as a TID 1500 Structured Report).
         overwrite: redo cases whose outputs are complete (default: skip them).
         progress: show a progress bar over cases.
         raise_on_failure: raise ``RuntimeError`` at the end if any case failed (for ``monai.bundle run``).

@@ -179,6 +179,8 @@ class ScanPrediction:
     """The mask probability on the isotropic grid (0 outside the lung mask), when kept and nodules were detected."""
     isotropic_lung: NDArray[np.bool_] | None = None
     """The lung mask on the isotropic grid, when kept and one was found."""
+    lungs_center_ras: list[float] | None = None
+    """The lung mask's centre of mass, RAS mm, when one was found: a nodule's side of the chest is told against it."""
     counts: dict[str, int] = field(default_factory=dict)
     """Work done: ``windows`` run by the sliding window, ``windows_skipped`` (no lung in them), ``voxels_isotropic``."""
 
@@ -191,6 +193,14 @@ def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
         yield
     finally:
         timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
+
+
+def _center_of_mass_ras(mask: NDArray[np.bool_] | None, affine: NDArray[np.float64]) -> list[float] | None:
+    """Centre of mass of a mask, RAS mm (``None`` without voxels); no index list in memory."""
+    if mask is None or not mask.any():
+        return None
+    ijk = np.asarray(ndimage.center_of_mass(mask), dtype=np.float64)
+    return [float(v) for v in affine[:3, :3] @ ijk + affine[:3, 3]]
 
 
 @dataclass
@@ -557,6 +567,7 @@ class ScanPredictor:
             isotropic_labels=found.iso_labels if self.keep_images else None,
             isotropic_probability=found.kept_probability,
             isotropic_lung=lungs.mask if self.keep_images else None,
+            lungs_center_ras=_center_of_mass_ras(lungs.mask, np.asarray(iso.affine)),
             counts={**found.counts, "voxels_isotropic": int(np.prod(hu.shape))},
         )
 

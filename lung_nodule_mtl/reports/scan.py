@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.io.geometry import world_to_voxel
@@ -74,6 +73,7 @@ def case_outputs(output_dir: str | Path, case_id: str) -> dict[str, Path]:
         "qc": out / "qc",
         "html": out / f"{case_id}_report.html",
         "seg": out / f"{case_id}_seg.dcm",
+        "sr": out / f"{case_id}_sr.dcm",
     }
 
 
@@ -148,12 +148,8 @@ def nodule_views(result: ScanPrediction) -> dict[int, NDArray[np.uint8]]:
 
 
 def lungs_center_ras(result: ScanPrediction) -> list[float] | None:
-    """The centre of mass of the lung mask, RAS mm (``None`` without a kept lung mask or image)."""
-    if result.isotropic_lung is None or result.isotropic_image is None or not result.isotropic_lung.any():
-        return None
-    ijk = np.asarray(ndimage.center_of_mass(result.isotropic_lung), dtype=np.float64)  # no index list in memory
-    affine = np.asarray(result.isotropic_image.affine, dtype=np.float64)
-    return [float(v) for v in affine[:3, :3] @ ijk + affine[:3, 3]]
+    """The centre of mass of the lung mask, RAS mm (``None`` when no lungs were found)."""
+    return result.lungs_center_ras
 
 
 def write_html_report(

@@ -317,7 +317,10 @@ def test_html_report_per_scan(tmp_path: Path, make_predictor) -> None:
         assert expected in page.split(f"<h2>Nodule {n['label']}</h2>")[1].split("</table>")[0]
 
 
-def test_dicom_in_gives_a_dicom_seg_of_the_reported_nodules(tmp_path: Path, make_predictor, write_dicom_series) -> None:
+def test_dicom_in_gives_a_dicom_seg_and_sr_of_the_reported_nodules(
+    tmp_path: Path, make_predictor, write_dicom_series
+) -> None:
+    import highdicom as hd
     import pydicom
 
     image, _, _ = chest_phantom(shape=(150, 120, 48), spacing_mm=(0.9, 0.9, 2.5), nodules=NODULES)
@@ -334,6 +337,20 @@ def test_dicom_in_gives_a_dicom_seg_of_the_reported_nodules(tmp_path: Path, make
     labels = np.asarray(nib.load(out / "patient_1_nodules.nii.gz").dataobj)
     frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), -1).astype(bool).sum()
     assert frames == int((labels > 0).sum())  # every labelled voxel is in the SEG, once
+    # the SR: one measurement group per nodule of the JSON report, its values, its segment
+    assert report["dicom_sr"] == "patient_1_sr.dcm"
+    groups = hd.sr.srread(out / "patient_1_sr.dcm").content.get_volumetric_roi_measurement_groups()
+    assert [g.tracking_identifier for g in groups] == [f"nodule {n['label']}" for n in nodules]
+    for segment, (group, n) in enumerate(zip(groups, nodules, strict=True), start=1):
+        assert group.referenced_segment.referenced_segment_numbers == [segment]
+        values = {m.name.meaning: float(m.value) for m in group.get_measurements()}
+        assert values["Diameter"] == pytest.approx(n["diameter_mm"], rel=1e-6)
+        assert values["Volume"] == pytest.approx(n["volume_mm3"], rel=1e-6)
+        assert values["Probability of cancer"] == pytest.approx(n["malignancy_probability"], rel=1e-6)
+        assert len(group.get_qualitative_evaluations()) == len(n["attributes"]) == 8
+        side = "Right" if n["center_world_mm_ras"][0] > 0 else "Left"  # the phantom's lungs straddle x=0
+        assert group.finding_sites[0].laterality.meaning == side
     other = tmp_path / "out_no_dicom"
     predict_batch(src, other, make_predictor(), progress=False, dicom=False)
     assert not (other / "patient_1_seg.dcm").exists() and "dicom_seg" not in _report(other, "patient_1")
+    assert not (other / "patient_1_sr.dcm").exists() and "dicom_sr" not in _report(other, "patient_1")
