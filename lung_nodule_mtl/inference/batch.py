@@ -101,6 +101,11 @@ def _run_case(
     paths = case_outputs(output_dir, case.case_id)
     start = time.perf_counter()
     volume = load_ct(case)
+    want_dicom = dicom and case.kind == "dicom" and bool(volume.source_files)
+    if want_dicom:  # before the model runs: a series the SEG/SR cannot be made of fails now, with its reason
+        from lung_nodule_mtl.reports.dicom import dicom_headers
+
+        dicom_headers(volume.source_files)
     read_s = time.perf_counter() - start
     try:
         result = predictor.predict(volume.image, centres)
@@ -126,7 +131,7 @@ def _run_case(
         if html_report:
             write_html_report(stack, output_dir, report, result, views)
         written = [n.label for n in result.nodules if n.voxels_in_label_map > 0]
-        if dicom and case.kind == "dicom" and volume.source_files and written:
+        if want_dicom and written:
             report.update(_write_dicom(stack, paths, volume.source_files, result, report, predictor, written))
         with open(report_tmp, "w") as f:
             json.dump(json_safe(report), f, indent=2)

@@ -49,6 +49,7 @@ __all__ = [
     "attribute_value_code",
     "build_dicom_seg",
     "build_dicom_sr",
+    "dicom_headers",
     "write_dicom_outputs",
     "write_dicom_seg",
 ]
@@ -135,10 +136,63 @@ def attribute_value_code(attribute: str, rating: int) -> tuple[str, str, str]:
     return known if known is not None else (f"{int(rating):03d}", LIDC_SCHEME, f"{int(rating)} out of 5")
 
 
-def _read_headers(source_files: Sequence[str | os.PathLike[str]]) -> list[Dataset]:
+REQUIRED_ATTRIBUTES: tuple[str, ...] = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "Modality",
+    "Rows",
+    "Columns",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+)
+"""Source attributes the SEG and SR cannot be made without (identity, study, frame of reference, geometry)."""
+
+EMPTY_IF_ABSENT: tuple[str, ...] = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+"""Patient and study attributes the SEG and SR must carry (DICOM type 2): copied when present, left empty (unknown)
+when a de-identification removed them; never invented."""
+
+
+def dicom_headers(source_files: Sequence[str | os.PathLike[str]]) -> list[Dataset]:
+    """The series' slice headers (no pixels), checked for what the SEG and SR need.
+
+    Raises:
+        InputError: a slice lacks (or has empty) one of :data:`REQUIRED_ATTRIBUTES`; the message names the file and
+            the attribute.
+    """
     import pydicom
 
-    return [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]  # headers suffice
+    from lung_nodule_mtl.io.ct import InputError
+
+    headers: list[Dataset] = []
+    for f in source_files:
+        ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        missing = [a for a in REQUIRED_ATTRIBUTES if ds.get(a) in (None, "")]
+        if missing:
+            raise InputError(
+                f,
+                f"DICOM attribute(s) {', '.join(missing)} missing or empty: the DICOM SEG and SR of the nodules need "
+                "them (--no-dicom skips those outputs)",
+            )
+        for name in EMPTY_IF_ABSENT:
+            if name not in ds:
+                setattr(ds, name, None)
+        headers.append(ds)
+    return headers
 
 
 def build_dicom_seg(
@@ -222,8 +276,9 @@ def write_dicom_seg(
 
     Raises:
         ValueError: ``labels`` does not match the source series (slice count, rows, columns).
+        InputError: a slice lacks an attribute the SEG needs (:func:`dicom_headers`).
     """
-    built = build_dicom_seg(_read_headers(source_files), labels, nodule_labels, model_version)
+    built = build_dicom_seg(dicom_headers(source_files), labels, nodule_labels, model_version)
     if built is None:
         return None
     dest = Path(path)
@@ -371,7 +426,7 @@ def write_dicom_outputs(
     Returns:
         ``(seg_path, sr_path or None)``, or ``None`` (nothing written) when no nodule has a voxel in ``labels``.
     """
-    sources = _read_headers(source_files)
+    sources = dicom_headers(source_files)
     built = build_dicom_seg(sources, labels, [int(n["label"]) for n in nodules], model_version)
     if built is None:
         return None

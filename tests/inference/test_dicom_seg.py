@@ -13,11 +13,13 @@ import pytest
 
 from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES
 from lung_nodule_mtl.io import find_cases, load_ct
+from lung_nodule_mtl.io.ct import InputError
 from lung_nodule_mtl.reports.dicom import (
     ALGORITHM_NAME,
     LIDC_ATTRIBUTE_CODES,
     LIDC_SCHEME,
     attribute_value_code,
+    dicom_headers,
     write_dicom_outputs,
     write_dicom_seg,
 )
@@ -167,3 +169,23 @@ def test_seg_and_sr_pass_dciodvfy(tmp_path: Path, ct_dicom: Path) -> None:
         assert iod in lines, lines  # dciodvfy names the IOD it checked against
         errors = [line for line in lines if line.startswith("Error")]
         assert not errors, f"{path.name}: {errors}"
+
+
+def test_headers_missing_what_the_seg_needs_name_the_file_and_attribute(tmp_path: Path, ct_dicom: Path) -> None:
+    volume = load_ct(find_cases(ct_dicom)[0])
+    files = [Path(f) for f in volume.source_files]
+    ds = pydicom.dcmread(files[2])
+    del ds.FrameOfReferenceUID
+    del ds.PatientName  # type 2: left empty in the outputs, not an error
+    ds.save_as(files[2])
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[10:14, 12:15, 3:6] = 1
+    with pytest.raises(InputError, match=rf"{files[2].name}: DICOM attribute\(s\) FrameOfReferenceUID missing") as e:
+        write_dicom_outputs(files, labels, NODULES[:1], tmp_path / "s.dcm", tmp_path / "r.dcm")
+    assert e.value.path == files[2] and "--no-dicom" in str(e.value)
+    assert not (tmp_path / "s.dcm").exists() and not (tmp_path / "r.dcm").exists()
+    ds.FrameOfReferenceUID = pydicom.dcmread(files[0]).FrameOfReferenceUID
+    ds.save_as(files[2])
+    headers = dicom_headers(files)
+    assert "PatientName" in headers[2] and headers[2].PatientName in (None, "")  # present (type 2), empty
+    assert write_dicom_outputs(files, labels, NODULES[:1], tmp_path / "s.dcm", tmp_path / "r.dcm") is not None

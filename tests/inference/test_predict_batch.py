@@ -354,3 +354,13 @@ def test_dicom_in_gives_a_dicom_seg_and_sr_of_the_reported_nodules(
     predict_batch(src, other, make_predictor(), progress=False, dicom=False)
     assert not (other / "patient_1_seg.dcm").exists() and "dicom_seg" not in _report(other, "patient_1")
     assert not (other / "patient_1_sr.dcm").exists() and "dicom_sr" not in _report(other, "patient_1")
+    # a series the SEG cannot be made of: the case fails with the file and the attribute, nothing of it is written
+    for f in sorted((src / "patient_1").iterdir())[:1]:
+        ds = pydicom.dcmread(f)
+        del ds.SliceThickness
+        ds.save_as(f)
+    bad = tmp_path / "out_bad"
+    result = predict_batch(src, bad, make_predictor(), progress=False)
+    assert list(result.failed) == ["patient_1"] and "SliceThickness missing" in result.failed["patient_1"]
+    assert f.name in result.failed["patient_1"] and not any(bad.glob("patient_1*"))
+    assert predict_batch(src, bad, make_predictor(), progress=False, dicom=False).ok  # --no-dicom: the rest works
