@@ -18,9 +18,11 @@ Per iteration, from Ignite events (``GET_BATCH_STARTED``, ``GET_BATCH_COMPLETED`
   **wait fraction** wait / step, median and total (sum of waits / sum of steps, which counts the rare long waits
   the median ignores).
 
-Configurations: every ``--cache-rates`` × ``--workers`` (the bundle's ``CacheDataset`` with ``cache_rate`` 1.0
-caches the deterministic head of the chain, load → RAS → spacing; 0.0 runs every transform every time); the
-baseline, for the ratios, is ``cache_rate 0.0`` with the first ``--workers`` value. Then ``--trainer-variants``
+Configurations: every ``--augmentations`` × ``--cache-rates`` × ``--workers`` (the bundle's ``CacheDataset`` with
+``cache_rate`` 1.0 caches the deterministic head of the chain, load → RAS → spacing; 0.0 runs every transform every
+time; ``sample``: train.yaml's ``augmentation`` per sample in the DataLoader, ``device``: batched on the training
+device by ``lung_nodule_mtl.transforms.BatchAugmentation``, the bundle's default); the baseline, for the ratios, is
+``cache_rate 0.0`` with the first ``--workers`` and ``--augmentations`` values. Then ``--trainer-variants``
 rows, the cached configuration with the first ``--workers`` value and config overrides:
 
 * ``bf16``: on CPU the bundle's ``cpu_amp: true`` (``lung_nodule_mtl.engines.AutocastInferer``: the forward in
@@ -157,6 +159,7 @@ class TrainerRow:
     num_workers: int
     bf16: bool
     channels_last: bool
+    device_augmentation: bool
     training_items: int
     iterations: int
     setup_s: float
@@ -178,6 +181,7 @@ class TrainerConfig:
     num_workers: int
     bf16: bool = False
     channels_last: bool = False
+    device_augmentation: bool = True
 
     @property
     def name(self) -> str:
@@ -186,11 +190,16 @@ class TrainerConfig:
         else:
             text = f"cache_rate {self.cache_rate:g}"
         text += f", workers {self.num_workers}"
+        text += ", batched device augmentation" if self.device_augmentation else ", per-sample augmentation"
         return text + (", bf16 autocast" if self.bf16 else "") + (", channels_last_3d" if self.channels_last else "")
 
     def overrides(self, device: torch.device) -> dict[str, Any]:
         """Config overrides of this configuration."""
-        out: dict[str, Any] = {"cache_rate": self.cache_rate, "num_workers": self.num_workers}
+        out: dict[str, Any] = {
+            "cache_rate": self.cache_rate,
+            "num_workers": self.num_workers,
+            "device_augmentation": self.device_augmentation,
+        }
         if self.bf16 and device.type == "cuda":
             out.update({"amp": True, "train#trainer#amp_kwargs": {"dtype": "$torch.bfloat16"}})
         elif self.bf16:
@@ -264,6 +273,7 @@ def summarize(config: TrainerConfig, timers: Sequence[StepTimer], setup_s: float
         num_workers=config.num_workers,
         bf16=config.bf16,
         channels_last=config.channels_last,
+        device_augmentation=config.device_augmentation,
         training_items=items,
         iterations=len(steps),
         setup_s=setup_s,
@@ -518,6 +528,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-rates", type=float, nargs="+", default=[0.0, 1.0], help="CacheDataset cache_rate values")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="num_workers values (DataLoader + caching)")
     p.add_argument(
+        "--augmentations",
+        nargs="+",
+        choices=("sample", "device"),
+        default=["sample", "device"],
+        help="where train.yaml's augmentation runs: per sample in the DataLoader (device_augmentation false) or "
+        "batched on the training device (true, the bundle's default); the first is the baseline's",
+    )
+    p.add_argument(
         "--trainer-variants",
         nargs="*",
         choices=TRAINER_VARIANTS,
@@ -635,7 +653,8 @@ def _run(arg_parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Se
 
         probe = bundle_parser(args.config_file, {**overrides, "bundle_root": os.path.join(tmp, "probe")})
         t0 = time.perf_counter()
-        datalist_file = probe.get_parsed_content("datalist_file")  # makes the synthetic data when it is used
+        probe.get_parsed_content("prepare_data")  # the bundle's initialize: makes the synthetic data when it is used
+        datalist_file = probe.get_parsed_content("datalist_file")
         data_s = time.perf_counter() - t0
         synthetic = args.dataset_dir is None and args.datalist is None
         data = (f"synthetic data, {args.synthetic_cases} patients" if synthetic else f"datalist {datalist_file}") + (
@@ -643,7 +662,12 @@ def _run(arg_parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Se
         )
         print(f"data: {datalist_file} ({data_s:.1f} s)", file=sys.stderr)
 
-        configs = [TrainerConfig(c, w) for w in args.workers for c in args.cache_rates]
+        configs = [
+            TrainerConfig(c, w, device_augmentation=a == "device")
+            for a in args.augmentations
+            for w in args.workers
+            for c in args.cache_rates
+        ]
         for variant in trainer_variants:
             configs.append(
                 TrainerConfig(
@@ -673,7 +697,10 @@ def _run(arg_parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Se
                 (
                     r
                     for r in rows
-                    if r.cache_rate == 0.0 and r.num_workers == args.workers[0] and not (r.bf16 or r.channels_last)
+                    if r.cache_rate == 0.0
+                    and r.num_workers == args.workers[0]
+                    and not (r.bf16 or r.channels_last)
+                    and r.device_augmentation == (args.augmentations[0] == "device")
                 ),
                 rows[0],
             )

@@ -3,6 +3,7 @@
 import importlib
 from typing import Any
 
+from lung_nodule_mtl.data.caching import cached_dataset
 from lung_nodule_mtl.data.datalist import (
     build_datalist,
     load_datalist,
@@ -33,6 +34,7 @@ __all__ = [
     "Luna16Result",
     "NoduleRecord",
     "build_datalist",
+    "cached_dataset",
     "datalist_path",
     "ensure_synthetic_data",
     "find_luna16_scans",

@@ -7,9 +7,12 @@
 * :mod:`~lung_nodule_mtl.transforms.scan_windows`: training windows from whole scans (nodules, pasted real nodules,
   hard and random negatives from inside the lungs).
 * :mod:`~lung_nodule_mtl.transforms.chains`: the training, validation and inference ``Compose`` chains.
+* :mod:`~lung_nodule_mtl.transforms.batch_augment`: the training augmentation as batched tensor operations on the
+  training device.
 """
 
 from lung_nodule_mtl.io.geometry import voxel_to_world, world_to_voxel
+from lung_nodule_mtl.transforms.batch_augment import BatchAugmentation
 from lung_nodule_mtl.transforms.chains import (
     DEFAULT_AFFINE_PROB,
     DEFAULT_FLIP_PROB,
@@ -81,6 +84,7 @@ __all__ = [
     "SOFT_INDETERMINATE",
     "TRAIN_KEYS",
     "WINDOWED_PAD_VALUE",
+    "BatchAugmentation",
     "LungWindow",
     "LungWindowd",
     "NoduleCenteredCrop",

@@ -238,7 +238,9 @@ def test_config_chains_are_the_python_chains(dataset: Path) -> None:
 
     parser = ConfigParser()
     parser.read_config(TRAIN)
-    parser.update({"dataset_dir": str(dataset), "max_shift_mm": 6.0, "patch_size": [24, 24, 24]})
+    # the per-sample path (device_augmentation false) is the Python chain exactly
+    overrides = {"dataset_dir": str(dataset), "max_shift_mm": 6.0, "patch_size": [24, 24, 24]}
+    parser.update({**overrides, "device_augmentation": False})
     settings = {k: parser.get_parsed_content(k) for k in ("patch_size", "spacing_mm", "windows", "indeterminate")}
     items = load_datalist(dataset / "datalist.json", "training")[:2]
     python_train = get_train_transforms(
@@ -267,6 +269,27 @@ def test_config_chains_are_the_python_chains(dataset: Path) -> None:
     train_chain = parser.get_parsed_content("train#preprocessing")
     seed7, seed8 = _samples(train_chain, items, 7), _samples(train_chain, items, 8)
     assert not all(torch.equal(a["image"], b["image"]) for a, b in zip(seed7, seed8, strict=True))
+    assert parser.get_parsed_content("train#prepare_batch").augmentation is None
+
+
+def test_device_augmentation_is_the_default_and_moves_the_augmentation_to_the_batch(dataset: Path) -> None:
+    """By default the workers stop at the windowed crop and the trainer's prepare_batch augments the batch with the
+    same list (train.yaml's ``augmentation``); validation is never augmented."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import Identityd, RandAffined, RandFlipd
+
+    from lung_nodule_mtl.transforms import BatchAugmentation
+
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser.update({"dataset_dir": str(dataset)})
+    chain = parser.get_parsed_content("train#preprocessing").flatten().transforms
+    assert any(isinstance(t, Identityd) for t in chain)
+    assert not any(isinstance(t, (RandFlipd, RandAffined)) for t in chain)
+    augmentation = parser.get_parsed_content("train#prepare_batch").augmentation
+    assert isinstance(augmentation, BatchAugmentation)
+    assert augmentation.names == [type(t).__name__ for t in parser.get_parsed_content("augmentation").transforms]
+    assert parser.get_parsed_content("validate#evaluator").prepare_batch.augmentation is None
 
 
 def test_train_scans_keeps_only_the_batch_keys(dataset: Path) -> None:

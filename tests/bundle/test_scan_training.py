@@ -97,7 +97,8 @@ def test_scan_chains_listed_in_the_config_are_the_python_chains(dataset: Path, s
 
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "train_scans.yaml")])
-    parser.update({"dataset_dir": str(dataset), "scan_datalist": str(scans), **TINY})
+    # the per-sample path (device_augmentation false) is the Python chain exactly
+    parser.update({"dataset_dir": str(dataset), "scan_datalist": str(scans), **TINY, "device_augmentation": False})
     p = {k: parser.get_parsed_content(k) for k in ("patch_size", "spacing_mm", "windows", "indeterminate", "bank")}
     common = {"roi_size": p["patch_size"], "spacing_mm": p["spacing_mm"], "windows": p["windows"]}
     scan_chain = get_scan_train_transforms(

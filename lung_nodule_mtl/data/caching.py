@@ -1,0 +1,36 @@
+"""Where the deterministic head of a training chain (load, orient, resample; for scans the lung mask and window
+places) is kept: in memory for the run (MONAI ``CacheDataset``) or on disk across runs and folds (MONAI
+``PersistentDataset``, keyed by the item and the chain's parameters, so a changed chain never reads a stale
+cache)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data.utils import pickle_hashing
+
+__all__ = ["cached_dataset"]
+
+
+def cached_dataset(
+    data: Sequence[Any],
+    transform: Callable[..., Any],
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_rate: float = 1.0,
+    num_workers: int | None = 1,
+    progress: bool = True,
+) -> Dataset:
+    """A ``PersistentDataset`` under ``cache_dir`` when one is given, else a ``CacheDataset`` (``cache_rate`` of the
+    items in memory, computed by ``num_workers`` threads, with a progress bar unless ``progress`` is false).
+
+    The disk cache holds what the chain computes before its first random transform, one file per item, named by a
+    hash of the item and of the pickled deterministic transforms (their parameters included): safe to share between
+    the folds of a cross-validation and between runs; a changed chain makes new files, never reads stale ones.
+    """
+    if cache_dir is not None and str(cache_dir) != "":
+        os.makedirs(cache_dir, exist_ok=True)
+        return PersistentDataset(data, transform, cache_dir=os.fspath(cache_dir), hash_transform=pickle_hashing)
+    return CacheDataset(data, transform, cache_rate=cache_rate, num_workers=num_workers, progress=progress)
