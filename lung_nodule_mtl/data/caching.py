@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from monai.data import CacheDataset, Dataset, PersistentDataset
-from monai.data.utils import pickle_hashing
+if TYPE_CHECKING:
+    from monai.data import Dataset
 
 __all__ = ["cached_dataset"]
 
@@ -30,6 +30,10 @@ def cached_dataset(
     hash of the item and of the pickled deterministic transforms (their parameters included): safe to share between
     the folds of a cross-validation and between runs; a changed chain makes new files, never reads stale ones.
     """
+    # imported here: lung_nodule_mtl.data (the converters) must import without torch or MONAI
+    from monai.data import CacheDataset, PersistentDataset
+    from monai.data.utils import pickle_hashing
+
     if cache_dir is not None and str(cache_dir) != "":
         os.makedirs(cache_dir, exist_ok=True)
         return PersistentDataset(data, transform, cache_dir=os.fspath(cache_dir), hash_transform=pickle_hashing)

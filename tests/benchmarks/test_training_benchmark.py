@@ -38,6 +38,7 @@ TINY = [
     "--set", "spacing_mm=[2.0, 2.0, 2.0]",
     "--set", "network_def#init_filters=4",
     "--workers", "0",
+    "--augmentations", "sample", "device",
     "--trainer-variants", "bf16",
     "--step-variants", "fp32", "fp32-cl",
     "--step-iterations", "1",
@@ -52,8 +53,9 @@ def test_tiny_run(training_benchmark: ModuleType, dataset: Path, tmp_path: Path,
     out = tmp_path / "out" / "training.json"
     results = training_benchmark.main([*TINY, "--dataset-dir", str(dataset), "--json", str(out)])
 
-    rows = {(r["cache_rate"], r["bf16"]): r for r in results["trainer"]}
-    assert set(rows) == {(0.0, False), (1.0, False), (1.0, True)}  # uncached, cached, cached + bf16 autocast
+    rows = {(r["device_augmentation"], r["cache_rate"], r["bf16"]): r for r in results["trainer"]}
+    # per-sample and batched augmentation, each uncached and cached; then cached + bf16 autocast
+    assert list(rows) == [(False, 0.0, False), (False, 1.0, False), (True, 0.0, False), (True, 1.0, False), (True, 1.0, True)]
     n_training = len(json.loads((dataset / "datalist.json").read_text())["training"])
     for r in results["trainer"]:
         assert r["num_workers"] == 0 and r["iterations"] == 2 and r["training_items"] == n_training
@@ -62,8 +64,9 @@ def test_tiny_run(training_benchmark: ModuleType, dataset: Path, tmp_path: Path,
         assert 0.0 <= r["wait_fraction"] <= 1.0 and 0.0 <= r["wait_fraction_total"] <= 1.0
         assert 0.0 <= r["wait_s"] <= r["step_s"]
         assert len(r["repeat_samples_per_s"]) == 1
-    assert [r["baseline"] for r in results["trainer"]] == [True, False, False]  # uncached, first --workers value
-    assert rows[(0.0, False)]["ratio_vs_baseline"] == pytest.approx(1.0)
+    # the baseline: uncached, first --workers and --augmentations values
+    assert [r["baseline"] for r in results["trainer"]] == [True, False, False, False, False]
+    assert rows[(False, 0.0, False)]["ratio_vs_baseline"] == pytest.approx(1.0)
 
     steps = {(r["precision"], r["channels_last"]): r for r in results["raw_step"]}
     assert set(steps) == {("fp32", False), ("fp32", True)}
@@ -79,7 +82,8 @@ def test_tiny_run(training_benchmark: ModuleType, dataset: Path, tmp_path: Path,
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))  # the JSON is the returned results
     assert sorted(p.name for p in out.parent.iterdir()) == ["training.json"]  # written atomically, no leftovers
     printed = capsys.readouterr().out
-    assert "uncached, workers 0 (baseline)" in printed and "cached, workers 0, bf16 autocast" in printed
+    assert "uncached, workers 0, per-sample augmentation (baseline)" in printed
+    assert "cached, workers 0, batched device augmentation, bf16 autocast" in printed
     assert "fp32 + channels_last_3d" in printed
 
 
