@@ -55,7 +55,13 @@ def test_tiny_run(training_benchmark: ModuleType, dataset: Path, tmp_path: Path,
 
     rows = {(r["device_augmentation"], r["cache_rate"], r["bf16"]): r for r in results["trainer"]}
     # per-sample and batched augmentation, each uncached and cached; then cached + bf16 autocast
-    assert list(rows) == [(False, 0.0, False), (False, 1.0, False), (True, 0.0, False), (True, 1.0, False), (True, 1.0, True)]
+    assert list(rows) == [
+        (False, 0.0, False),
+        (False, 1.0, False),
+        (True, 0.0, False),
+        (True, 1.0, False),
+        (True, 1.0, True),
+    ]
     n_training = len(json.loads((dataset / "datalist.json").read_text())["training"])
     for r in results["trainer"]:
         assert r["num_workers"] == 0 and r["iterations"] == 2 and r["training_items"] == n_training
