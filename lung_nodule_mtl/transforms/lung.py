@@ -39,17 +39,35 @@ def _ball(radius_vox: Sequence[float]) -> NDArray[np.bool_]:
     return np.asarray(dist <= 1.0)
 
 
+def _grown_box(mask: NDArray[np.bool_], margin: Sequence[int]) -> tuple[slice, ...]:
+    """``mask``'s bounding box grown by ``margin`` voxels per axis (clipped to the array)."""
+    box = bounding_box(mask)
+    assert box is not None  # callers check mask.any()
+    return tuple(
+        slice(max(b.start - m, 0), min(b.stop + m, n)) for b, m, n in zip(box, margin, mask.shape, strict=True)
+    )
+
+
 def _dilate(mask: NDArray[np.bool_], radius_mm: float, spacing: Sequence[float]) -> NDArray[np.bool_]:
     if radius_mm <= 0 or not mask.any():
         return mask
-    # distance to the mask, in mm: exact Euclidean dilation for any radius at a fixed cost
-    return np.asarray(ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm)
+    # distance to the mask, in mm: exact Euclidean dilation for any radius at a fixed cost. Computed only in the
+    # mask's box grown by the radius: the nearest mask voxel always lies in the box, voxels beyond are farther.
+    box = _grown_box(mask, [int(np.ceil(radius_mm / s)) + 1 for s in spacing])
+    out = np.zeros_like(mask)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing) <= radius_mm
+    return out
 
 
 def _erode(mask: NDArray[np.bool_], radius_mm: float, spacing: Sequence[float]) -> NDArray[np.bool_]:
     if radius_mm <= 0 or not mask.any():
         return mask
-    return np.asarray(ndimage.distance_transform_edt(mask, sampling=spacing) > radius_mm)
+    # distance to the background, only in the mask's box grown by one (background) voxel: a background voxel
+    # beyond the box is no nearer than its projection onto the box's border, which is background too
+    box = _grown_box(mask, [1, 1, 1])
+    out = np.zeros_like(mask)
+    out[box] = ndimage.distance_transform_edt(mask[box], sampling=spacing) > radius_mm
+    return out
 
 
 def lung_mask(

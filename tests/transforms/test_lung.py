@@ -246,3 +246,25 @@ def test_bounding_box_of_the_lung_mask() -> None:
     assert mask is not None
     # from the left lung's lateral edge to the right lung's, the lungs' j extent, the lungs' base to the top
     assert bounding_box(mask) == (slice(10, 54), slice(14, 50), slice(4, 32))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_morphology_in_the_mask_box_equals_the_whole_array(seed: int) -> None:
+    """Dilation and erosion compute distances only in the mask's (grown) box: exactly the whole array's answer,
+    also for masks touching the array's faces (where no background lies beyond) and anisotropic voxels."""
+    from lung_nodule_mtl.transforms.lung import _dilate, _erode
+
+    rng = np.random.default_rng(seed)
+    spacing = [2.0, 1.5, 3.0]
+    mask = np.zeros((40, 36, 30), dtype=bool)
+    mask[8:30, 5:20, 4:22] = rng.random((22, 15, 18)) < 0.7  # ragged blob with holes
+    if seed == 1:
+        mask[0:6, 0:4, :] = True  # touching four faces
+    if seed == 2:
+        mask[:, :, :] = rng.random(mask.shape) < 0.95  # nearly everything: background scattered everywhere
+    for radius in (2.0, 4.0, 9.0):
+        full_dilated = ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius
+        full_eroded = ndimage.distance_transform_edt(mask, sampling=spacing) > radius
+        np.testing.assert_array_equal(_dilate(mask, radius, spacing), full_dilated)
+        np.testing.assert_array_equal(_erode(mask, radius, spacing), full_eroded)
+        assert full_dilated.sum() > mask.sum() > full_eroded.sum()  # the radii do something
