@@ -81,8 +81,11 @@ def peak_gpu_gib() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30
 
 
-def run_child(script: Path, args: Sequence[str], timeout_s: float = 3600.0) -> dict[str, Any]:
-    """Run ``python script --child ... --result FILE`` in a fresh process and return the JSON it wrote.
+def run_child(
+    script: Path, args: Sequence[str], timeout_s: float = 3600.0, python_path: str | None = None
+) -> dict[str, Any]:
+    """Run ``python script --child ... --result FILE`` in a fresh process and return the JSON it wrote;
+    ``python_path`` goes first on the child's ``PYTHONPATH`` (e.g. another checkout, whose package then wins).
 
     Raises:
         RuntimeError: the child failed (its stderr's tail in the message).
@@ -90,7 +93,11 @@ def run_child(script: Path, args: Sequence[str], timeout_s: float = 3600.0) -> d
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         cmd = [sys.executable, str(script), "--child", *args, "--result", str(result)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+        env = None
+        if python_path is not None:
+            paths = (python_path, os.environ.get("PYTHONPATH"))
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
         if proc.returncode != 0 or not result.is_file():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
             raise RuntimeError(f"benchmark child failed ({' '.join(cmd[1:4])} ...), exit {proc.returncode}:\n{tail}")

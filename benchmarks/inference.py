@@ -303,12 +303,56 @@ def ours_configs(args: argparse.Namespace) -> dict[str, list[str]]:
     return configs
 
 
+def _report_nodules(labels_file: str, scan: Path) -> list[dict[str, Any]]:
+    """The nodules of the report written beside a label map: centre voxel, detection and malignancy probability,
+    diameter."""
+    from lung_nodule_mtl.inference.batch import case_outputs
+    from lung_nodule_mtl.io.ct import find_cases
+
+    case_id = find_cases(str(scan))[0].case_id
+    report = json.loads(case_outputs(Path(labels_file).parent, case_id)["report"].read_text())
+    keys = ("center_voxel", "detection_probability", "malignancy_probability", "diameter_mm")
+    return [{k: n.get(k) for k in keys} for n in report["nodules"]]
+
+
+def compare_outputs(
+    scan: Path, ours: dict[str, Any], reference: dict[str, Any], ours_maps: Path, ref_maps: Path
+) -> dict[str, Any]:
+    """Ours against another checkout's run on the same scan: the nodules reported (the same centres; probabilities
+    and diameters within 0.01), the written label maps and the mask probability inside the lungs."""
+    import nibabel as nib
+
+    a, b = _report_nodules(ours["labels"], scan), _report_nodules(reference["labels"], scan)
+    same = len(a) == len(b) and all(
+        x["center_voxel"] == y["center_voxel"]
+        and all(
+            (x[k] is None and y[k] is None) or (x[k] is not None and y[k] is not None and abs(x[k] - y[k]) <= 0.01)
+            for k in ("detection_probability", "malignancy_probability", "diameter_mm")
+        )
+        for x, y in zip(a, b, strict=True)
+    )
+    maps = compare_maps(ours_maps, ref_maps, ours["labels"], reference["labels"])
+    la = np.asarray(nib.load(ours["labels"]).dataobj)
+    lb = np.asarray(nib.load(reference["labels"]).dataobj)
+    return {
+        "same_nodules": same,
+        "nodules": len(a),
+        "nodules_reference": len(b),
+        "dice_lungs": maps["dice_lungs"],
+        "max_abs_prob_diff_lungs": maps.get("max_abs_prob_diff_lungs"),
+        "dice_outputs": maps["dice_outputs"],
+        "identical_label_maps": bool(la.shape == lb.shape and np.array_equal(la, lb)),
+    }
+
+
 def bench_scan(name: str, path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     script = Path(__file__).resolve()
     common = ["--input", str(path), "--device", args.device] + (["--bundle", args.bundle] if args.bundle else [])
     ours = ours_configs(args)
-    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in [*ours, "stock"]}
-    wanted = {label: args.repeats for label in ours} | {"stock": args.baseline_repeats}
+    reference = f"ours, {args.reference_label}" if args.reference else None
+    labels = [*ours, *([reference] if reference else []), "stock"]
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    wanted = {label: args.repeats for label in labels} | {"stock": args.baseline_repeats}
     stock_maps = work / f"{name}_stock_maps.npz"
     cached = work / f"{name}_stock_runs.json"
     key = {"input": str(path), "size": path.stat().st_size, "machine": harness.cpu_model(), "bundle": args.bundle}
@@ -317,6 +361,16 @@ def bench_scan(name: str, path: Path, args: argparse.Namespace, work: Path) -> d
         if saved.get("key") == key:
             runs["stock"] = saved["runs"][: args.baseline_repeats]
             print(f"  {name} stock: reusing {len(runs['stock'])} earlier run(s) from {cached}", flush=True)
+
+    def run_ours(label: str, out_dir: Path, maps: Path | None = None) -> dict[str, Any]:
+        extra = ["--maps", str(maps)] if maps else []
+        if label == reference:  # the other checkout's script, package and (unless --bundle) bundle
+            ref_script = args.reference.resolve() / "benchmarks" / "inference.py"
+            child = ["ours", *common, "--out", str(out_dir), *extra]
+            return harness.run_child(ref_script, child, python_path=str(args.reference.resolve()))
+        sets = ["--set", *ours[label]] if ours[label] else []
+        return harness.run_child(script, ["ours", *common, "--out", str(out_dir), *extra, *sets])
+
     for _ in range(max(wanted.values())):  # interleaved: ours, ..., stock, ours, ...
         for label in runs:
             if len(runs[label]) >= wanted[label]:
@@ -325,9 +379,7 @@ def bench_scan(name: str, path: Path, args: argparse.Namespace, work: Path) -> d
                 extra = [] if runs["stock"] else ["--maps", str(stock_maps)]
                 res = harness.run_child(script, ["stock", *common, "--out", str(work / f"{name}_stock_out"), *extra])
             else:
-                out_dir = work / f"{name}_{list(runs).index(label)}_out"
-                sets = ["--set", *ours[label]] if ours[label] else []
-                res = harness.run_child(script, ["ours", *common, "--out", str(out_dir), *sets])
+                res = run_ours(label, work / f"{name}_{labels.index(label)}_out")
             runs[label].append(res)
             print(
                 f"  {name} {label}: run {len(runs[label])}: {res['wall_s']:.1f} s, "
@@ -335,15 +387,20 @@ def bench_scan(name: str, path: Path, args: argparse.Namespace, work: Path) -> d
                 flush=True,
             )
     harness.write_json(cached, {"key": key, "runs": runs["stock"]})
-    agreement = {}
-    for i, (label, sets) in enumerate(ours.items()):  # the maps of ours (keep_images: not timed), then compare
-        maps = work / f"{name}_{i}_maps.npz"
-        harness.run_child(
-            script,
-            ["ours", *common, "--out", str(work / f"{name}_maps_out"), "--maps", str(maps)]
-            + (["--set", *sets] if sets else []),
+    agreement: dict[str, Any] = {}
+    maps_files = {}
+    for i, label in enumerate(labels[:-1]):  # the maps of ours (keep_images: not timed), then compare
+        maps_files[label] = work / f"{name}_{i}_maps.npz"
+        run_ours(label, work / f"{name}_maps_out", maps_files[label])
+        agreement[label] = compare_maps(
+            maps_files[label], stock_maps, runs[label][0]["labels"], runs["stock"][0]["labels"]
         )
-        agreement[label] = compare_maps(maps, stock_maps, runs[label][0]["labels"], runs["stock"][0]["labels"])
+    if reference:
+        first = labels[0]
+        agreement[reference]["vs_ours"] = compare_outputs(
+            path, runs[first][0], runs[reference][0], maps_files[first], maps_files[reference]
+        )
+        print(f"  {name}: ours vs {reference}: {agreement[reference]['vs_ours']}", flush=True)
     return {"scan": name, "input": str(path), "runs": runs, "agreement": agreement}
 
 
@@ -426,6 +483,14 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse the stock pipeline's runs saved in --work-dir by an earlier run on the same scan and machine\n"
         "(for iterating on ours; published figures run both side by side)",
     )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="another checkout of this project (e.g. `git worktree add /tmp/before COMMIT`): its `predict` runs as\n"
+        "one more pipeline, interleaved, and its answer is compared with ours (same nodules, label maps, mask)",
+    )
+    p.add_argument("--reference-label", default="reference", help="its name in the tables (e.g. 'before')")
     p.add_argument("--json", type=Path, default=None, help="write every run and the summary here")
     # child mode (internal)
     p.add_argument("--child", choices=["ours", "stock"], help=argparse.SUPPRESS)

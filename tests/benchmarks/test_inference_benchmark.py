@@ -32,7 +32,8 @@ def test_inference_benchmark_runs_ours_and_stock_side_by_side(tmp_path) -> None:
         nib.save(nib.Nifti1Image(image, affine), scan)
         out = tmp_path / "result.json"
         argv = ["--scans", str(scan), "--repeats", "1", "--work-dir", str(tmp_path / "work"), "--json", str(out)]
-        assert bench.main(argv) == 0
+        # this checkout as its own reference: the comparison must find the same answer
+        assert bench.main([*argv, "--reference", str(REPO), "--reference-label", "same checkout"]) == 0
     finally:
         sys.modules.pop(spec.name, None)
     result = json.loads(out.read_text())
@@ -40,7 +41,7 @@ def test_inference_benchmark_runs_ours_and_stock_side_by_side(tmp_path) -> None:
     assert result["flops"]["window"] > 1e9  # 48^3 windows of the bundle's network: GFLOPs each
     (scan_result,) = result["results"]
     summary = scan_result["summary"]
-    assert set(summary) == {"ours", "ours, overlap 0.5", "stock"}
+    assert set(summary) == {"ours", "ours, overlap 0.5", "ours, same checkout", "stock"}
     for s in summary.values():
         assert s["wall_s"] > 0 and s["peak_rss_gib"] > 0.1 and s["windows"] > 0
         assert {"read", "resample", "sliding_window", "restore_grid", "write"} <= set(s["stages_s"])
@@ -54,3 +55,23 @@ def test_inference_benchmark_runs_ours_and_stock_side_by_side(tmp_path) -> None:
     assert dice is None or dice > 0.9
     labels = np.asarray(nib.load(scan_result["runs"]["ours"][0]["labels"]).dataobj)
     assert labels.shape == image.shape
+
+    # against another checkout: the same code gives the same nodules, label maps and mask
+    same = scan_result["agreement"]["ours, same checkout"]["vs_ours"]
+    assert same["same_nodules"] and same["identical_label_maps"] and same["nodules"] == same["nodules_reference"]
+    assert same["dice_outputs"] in (None, 1.0) and same["max_abs_prob_diff_lungs"] in (None, 0.0)
+    # and a changed answer is seen: one nodule's probability moved, one voxel of the label map changed
+    runs = scan_result["runs"]
+    ours_run, ref_run = runs["ours"][0], runs["ours, same checkout"][0]
+    ref_labels = Path(ref_run["labels"])
+    report_file = next(p for p in ref_labels.parent.glob("*.json"))
+    report = json.loads(report_file.read_text())
+    assert report["nodules"], "the phantom's nodule is found"
+    report["nodules"][0]["detection_probability"] -= 0.05
+    report_file.write_text(json.dumps(report))
+    changed = np.asarray(nib.load(ref_labels).dataobj).copy()
+    changed[0, 0, 0] = 1 - min(int(changed[0, 0, 0]), 1)
+    nib.save(nib.Nifti1Image(changed, nib.load(ref_labels).affine), ref_labels)
+    maps = sorted((tmp_path / "work").glob("*_maps.npz"))
+    moved = bench.compare_outputs(scan, ours_run, ref_run, maps[0], maps[0])
+    assert not moved["same_nodules"] and not moved["identical_label_maps"]
