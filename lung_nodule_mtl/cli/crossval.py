@@ -52,7 +52,7 @@ def _cmd_cross_validate(args: argparse.Namespace) -> int:
         if args.dataset_dir is None:
             raise ValueError("--dataset-dir is required unless --summary-only.")
         runs = plan_cross_validation(args.out, args.configs, args.folds, _parse_set(args.set))
-        records = run_cross_validation(args.dataset_dir, runs, jobs=args.jobs, threads=args.threads)
+        records = run_cross_validation(args.dataset_dir, runs, jobs=args.jobs, threads=args.threads, gpus=args.gpus)
         for record in records:
             _console(f"  {record['config']:<24} fold {record['fold']}: {record['status']}")
         failed = sum(not r["status"].startswith("done") for r in records)
@@ -89,6 +89,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--jobs", type=int, default=1, help="runs at the same time (default 1)")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS per run (default: inherited)")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="INDEX",
+        help="GPUs the runs share, the --jobs slots dealt round-robin (CUDA_VISIBLE_DEVICES per run): '--jobs 5 "
+        "--gpus 0' trains five folds at once on one GPU (default: every run sees this process's GPUs)",
+    )
     p.add_argument("--summary-only", action="store_true", help="only summarise the folds that have finished")
     p.set_defaults(func=_cmd_cross_validate)
     _register_fusion(subparsers)

@@ -10,7 +10,7 @@ from lung_nodule_mtl.engines.checkpoint import (
     latest_checkpoint,
 )
 from lung_nodule_mtl.engines.growth import GrowthPrepareBatch, evaluate_growth, followup_mask_output
-from lung_nodule_mtl.engines.inferer import AutocastInferer, cpu_bf16_native
+from lung_nodule_mtl.engines.inferer import AutocastInferer, cpu_bf16_native, cuda_amp_dtype, place_network
 from lung_nodule_mtl.engines.loss import TotalLoss
 from lung_nodule_mtl.engines.metrics import MultiTaskValidationMetric, mask_probability, multitask_output
 from lung_nodule_mtl.engines.prepare_batch import DEFAULT_TARGET_KEYS, MultiTaskPrepareBatch
@@ -45,9 +45,11 @@ __all__ = [
     "TotalLoss",
     "TrainingCheckpoint",
     "cpu_bf16_native",
+    "cuda_amp_dtype",
     "evaluate_growth",
     "followup_mask_output",
     "latest_checkpoint",
     "mask_probability",
     "multitask_output",
+    "place_network",
 ]

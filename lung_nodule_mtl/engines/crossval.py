@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -178,13 +179,15 @@ def _run_logged(command: list[str], log: Path, env: Mapping[str, str]) -> int:
         return subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=dict(env), check=False).returncode
 
 
-def _execute(run: CrossValidationRun, dataset_dir: Path, threads: int | None) -> dict[str, Any]:
+def _execute(run: CrossValidationRun, dataset_dir: Path, threads: int | None, gpu: int | None = None) -> dict[str, Any]:
     if run.metrics_file.is_file():
         return {"config": run.config, "fold": run.fold, "status": "done before"}
     run.root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)  # the run sees that one GPU as cuda:0 (train.yaml's device)
     record: dict[str, Any] = {
         "config": run.config,
         "fold": run.fold,
@@ -192,6 +195,7 @@ def _execute(run: CrossValidationRun, dataset_dir: Path, threads: int | None) ->
         "dataset_dir": str(dataset_dir),
         "package_version": __version__,
         "threads": threads,
+        "gpu": gpu,
         "training_command": run.training_command(dataset_dir),
         "evaluating_command": run.evaluating_command(dataset_dir),
     }
@@ -217,6 +221,7 @@ def run_cross_validation(
     runs: Sequence[CrossValidationRun],
     jobs: int = 1,
     threads: int | None = None,
+    gpus: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every run (skipping finished ones), ``jobs`` at a time.
 
@@ -227,6 +232,10 @@ def run_cross_validation(
         jobs: runs at the same time.
         threads: ``OMP_NUM_THREADS`` of each run (``None``: inherited). ``jobs * threads`` should not
             exceed the cores.
+        gpus: GPU indices the runs share (``CUDA_VISIBLE_DEVICES`` of each run): the ``jobs`` slots are dealt
+            round-robin over them, so ``jobs=5, gpus=[0]`` trains five folds at once on one GPU (when its memory
+            holds five runs) and ``jobs=4, gpus=[0, 1]`` two per GPU. ``None``: each run sees what this process
+            sees (train.yaml then takes ``cuda:0``).
 
     Returns:
         One record per run (``status`` "done", "done before" or why it failed). A failed run does not
@@ -244,8 +253,22 @@ def run_cross_validation(
             raise ValueError(f"{datalist}: {error}") from error
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}.")
+    if gpus is not None and (not gpus or any(int(g) < 0 for g in gpus)):
+        raise ValueError(f"gpus must be None or a non-empty list of GPU indices >= 0, got {list(gpus)!r}.")
+    # one token per job slot, naming the GPU of whichever run holds it (None: no GPU assignment)
+    slots: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    for k in range(jobs):
+        slots.put(None if gpus is None else int(gpus[k % len(gpus)]))
+
+    def execute(run: CrossValidationRun) -> dict[str, Any]:
+        gpu = slots.get()
+        try:
+            return _execute(run, dataset, threads, gpu)
+        finally:
+            slots.put(gpu)
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        records = list(pool.map(lambda r: _execute(r, dataset, threads), runs))
+        records = list(pool.map(execute, runs))
     for record in records:
         logger.info("%s fold %d: %s", record["config"], record["fold"], record["status"])
     return records

@@ -16,12 +16,42 @@ from monai.inferers import Inferer
 
 from lung_nodule_mtl.utils.flags import as_bool
 
-__all__ = ["AutocastInferer", "cpu_bf16_native"]
+__all__ = ["AutocastInferer", "cpu_bf16_native", "cuda_amp_dtype", "place_network"]
 
 
 def cpu_bf16_native() -> bool:
     """Whether this CPU computes bfloat16 natively (oneDNN's check: AMX, AVX512-BF16 or equivalent)."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def cuda_amp_dtype(dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """The autocast type of MONAI's engines' ``amp`` on CUDA (their ``amp_kwargs``).
+
+    Args:
+        dtype: ``"bfloat16"`` / ``"float16"`` (or the ``torch.dtype``); ``None`` or ``"auto"``: bfloat16 where the
+            GPU computes it (Ampere and later: float32's range, so no overflow and no loss scale needed), else
+            float16.
+
+    Raises:
+        ValueError: any other type.
+    """
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if resolved not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"amp_dtype must be 'bfloat16', 'float16' or 'auto', got {dtype!r}.")
+    return resolved
+
+
+def place_network(network: torch.nn.Module, device: torch.device | str, channels_last: Any = False) -> torch.nn.Module:
+    """``network`` on ``device``, its weights in ``channels_last_3d`` when ``channels_last`` is true (then every
+    convolution's output is too: oneDNN's and cuDNN's NDHWC kernels; the same values up to summation order).
+
+    ``channels_last`` may be a bool or its spelling on the bundle's command line (``--channels_last false``).
+    """
+    if as_bool(channels_last, "channels_last"):
+        return network.to(device, memory_format=torch.channels_last_3d)  # type: ignore[call-overload,no-any-return]
+    return network.to(device)
 
 
 def _to_float32(out: Any) -> Any:

@@ -292,6 +292,44 @@ def test_device_augmentation_is_the_default_and_moves_the_augmentation_to_the_ba
     assert parser.get_parsed_content("validate#evaluator").prepare_batch.augmentation is None
 
 
+@pytest.mark.parametrize("config", ["train.yaml", "train_scans.yaml"])
+def test_hardware_knobs_channels_last_compile_and_amp_type(dataset: Path, config: str) -> None:
+    """channels_last (default on) puts the trainer's network in channels_last_3d, `--channels_last false` does not;
+    `compile` hands MONAI's trainer a compiled network (compiled lazily, at its first step) and checkpoints the
+    plain one; `amp_dtype` is the engines' autocast type on CUDA."""
+    from monai.bundle import ConfigParser
+
+    def parsed(**overrides: object) -> ConfigParser:
+        parser = ConfigParser()
+        files = [TRAIN] + ([str(CONFIGS / config)] if config != "train.yaml" else [])
+        parser.read_config(files)
+        parser.update({"dataset_dir": str(dataset), "cache_rate": 0.0, "num_workers": 0, **TINY, **overrides})
+        return parser
+
+    def convs(network: torch.nn.Module) -> list[torch.Tensor]:
+        return [m.weight for m in network.modules() if isinstance(m, torch.nn.Conv3d)]
+
+    default = parsed().get_parsed_content("network")
+    assert convs(default) and all(w.is_contiguous(memory_format=torch.channels_last_3d) for w in convs(default))
+    assert not all(w.is_contiguous() for w in convs(default))
+    plain = parsed(channels_last="false").get_parsed_content("network")
+    assert all(w.is_contiguous() for w in convs(plain))
+    if config != "train.yaml":  # its trainer needs whole scans; the engines are train.yaml's
+        return
+
+    compiled = parsed(compile="true", amp_dtype="bfloat16")
+    trainer = compiled.get_parsed_content("train#trainer")
+    assert type(trainer.network).__name__ == "OptimizedModule"
+    assert trainer.network._orig_mod is compiled.get_parsed_content("network")
+    assert trainer.amp_kwargs["dtype"] == torch.bfloat16
+    saver = next(h for h in compiled.get_parsed_content("validate#handlers") if hasattr(h, "save_dict"))
+    assert saver.save_dict["model"] is compiled.get_parsed_content("network")  # the plain module's state dict
+    assert parsed(amp_dtype="float16").get_parsed_content("validate#evaluator").amp_kwargs["dtype"] == torch.float16
+    assert type(parsed().get_parsed_content("train#trainer").network).__name__ != "OptimizedModule"
+    with pytest.raises(Exception, match="amp_dtype"):
+        parsed(amp_dtype="float8").get_parsed_content("train#trainer")
+
+
 def test_train_scans_keeps_only_the_batch_keys(dataset: Path) -> None:
     from monai.bundle import ConfigParser
 

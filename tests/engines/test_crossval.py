@@ -162,3 +162,47 @@ def test_ablations_are_network_switches() -> None:
         in_channels = len(overrides.get("windows", {"a": 0, "b": 0, "c": 0}))
         net = LNMSNet(spatial_dims=3, in_channels=in_channels, out_channels=1, init_filters=4, **kwargs)
         assert net is not None, name
+
+
+@pytest.mark.parametrize(("jobs", "gpus", "expected"), [(3, [0], {"0"}), (4, [0, 1], {"0", "1"}), (2, None, {None})])
+def test_gpu_slots_are_dealt_round_robin(
+    tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch, jobs: int, gpus: list[int] | None, expected: set
+) -> None:
+    """--jobs slots share --gpus: each run's CUDA_VISIBLE_DEVICES names one of them, never more runs on a GPU at
+    once than its share of the slots; without --gpus the environment is left alone."""
+    import threading
+    import time
+
+    from lung_nodule_mtl.engines import crossval
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    lock, running, peak, seen = threading.Lock(), {}, {}, []
+
+    def fake_run(command: list[str], log: Path, env: dict) -> int:  # stands in for the bundle's commands
+        gpu = env.get("CUDA_VISIBLE_DEVICES")
+        with lock:
+            seen.append(gpu)
+            running[gpu] = running.get(gpu, 0) + 1
+            peak[gpu] = max(peak.get(gpu, 0), running[gpu])
+        time.sleep(0.05)
+        with lock:
+            running[gpu] -= 1
+        root = log.parent
+        (root / "models").mkdir(parents=True, exist_ok=True)
+        (root / "models" / "model_final.pt").write_bytes(b"")
+        if "evaluating" in command:
+            (root / "evaluation").mkdir(exist_ok=True)
+            (root / "evaluation" / "metrics.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr(crossval, "_run_logged", fake_run)
+    runs = plan_cross_validation(tmp_path / "cv", ["multitask", "single_window", "no_msconv"], [0, 1])
+    records = crossval.run_cross_validation(dataset, runs, jobs=jobs, gpus=gpus)
+    assert [r["status"] for r in records] == ["done"] * len(runs)
+    assert set(seen) == expected and len(seen) == 2 * len(runs)  # training and evaluating of each run
+    assert {r["gpu"] for r in records} == {None if g is None else int(g) for g in expected}
+    share = {g: sum(1 for k in range(jobs) if gpus and str(gpus[k % len(gpus)]) == g) for g in expected}
+    for g in expected:
+        assert peak[g] <= (share[g] if gpus else jobs)
+    with pytest.raises(ValueError, match="gpus"):
+        crossval.run_cross_validation(dataset, runs, jobs=2, gpus=[])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -52,3 +54,31 @@ def test_cuda_inputs_are_left_to_the_engines_amp() -> None:
     net, x = _Probe().cuda(), torch.randn(1, 2, 8, 8, 8, device="cuda")
     AutocastInferer(enabled=True)(x, net)
     assert net.seen == [False]
+
+
+def test_cuda_amp_dtype_names_and_auto() -> None:
+    from lung_nodule_mtl.engines import cuda_amp_dtype
+
+    assert cuda_amp_dtype("bfloat16") is torch.bfloat16 and cuda_amp_dtype(torch.float16) is torch.float16
+    expected = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+    assert cuda_amp_dtype("auto") is expected and cuda_amp_dtype(None) is expected
+    for bad in ("float32", "fp8", torch.float32):
+        with pytest.raises(ValueError, match="amp_dtype"):
+            cuda_amp_dtype(bad)
+
+
+def test_place_network_channels_last_same_outputs() -> None:
+    """channels_last_3d changes the weights' memory layout, not what the network computes."""
+    from lung_nodule_mtl.engines import place_network
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.InstanceNorm3d(4), torch.nn.Conv3d(4, 1, 1))
+    x = torch.randn(2, 2, 8, 8, 8)
+    expected = net(x)
+    cl = place_network(copy.deepcopy(net), "cpu", "true")  # Module.to works in place
+    assert cl[0].weight.is_contiguous(memory_format=torch.channels_last_3d) and not cl[0].weight.is_contiguous()
+    torch.testing.assert_close(cl(x), expected, rtol=1e-5, atol=1e-5)
+    plain = place_network(net, torch.device("cpu"), False)
+    assert plain[0].weight.is_contiguous()
+    with pytest.raises(ValueError, match="channels_last"):
+        place_network(net, "cpu", "maybe")
