@@ -203,8 +203,7 @@ def _center_of_mass_ras(mask: NDArray[np.bool_] | None, affine: NDArray[np.float
     total = float(np.count_nonzero(mask))
     ijk = np.asarray(
         [
-            float(np.arange(mask.shape[a]) @ np.count_nonzero(mask, axis=tuple(b for b in range(3) if b != a)))
-            / total
+            float(np.arange(mask.shape[a]) @ np.count_nonzero(mask, axis=tuple(b for b in range(3) if b != a))) / total
             for a in range(3)
         ],
         dtype=np.float64,
