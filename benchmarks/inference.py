@@ -300,6 +300,8 @@ def ours_configs(args: argparse.Namespace) -> dict[str, list[str]]:
     configs = {"ours": list(args.set)}
     if args.same_overlap:
         configs[f"ours, overlap {STOCK_OVERLAP}"] = [*args.set, f"sw_overlap={STOCK_OVERLAP}"]
+    if args.float32:
+        configs["ours, float32"] = [*args.set, "amp_enabled=false"]
     return configs
 
 
@@ -475,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help=f"also run ours at the stock pipeline's overlap {STOCK_OVERLAP} (default: yes)",
     )
+    p.add_argument("--float32", action="store_true", help="also run ours without mixed precision (amp_enabled=false)")
     p.add_argument("--set", nargs="*", default=[], help="ours: bundle overrides KEY=JSON, e.g. sw_overlap=0.5")
     p.add_argument("--work-dir", type=Path, default=harness.DEFAULT_WORK_DIR, help="scans and outputs cached here")
     p.add_argument(

@@ -10,7 +10,13 @@ from lung_nodule_mtl.engines.checkpoint import (
     latest_checkpoint,
 )
 from lung_nodule_mtl.engines.growth import GrowthPrepareBatch, evaluate_growth, followup_mask_output
-from lung_nodule_mtl.engines.inferer import AutocastInferer, cpu_bf16_native, cuda_amp_dtype, place_network
+from lung_nodule_mtl.engines.inferer import (
+    AutocastInferer,
+    CompiledNetwork,
+    cpu_bf16_native,
+    cuda_amp_dtype,
+    place_network,
+)
 from lung_nodule_mtl.engines.loss import TotalLoss
 from lung_nodule_mtl.engines.metrics import MultiTaskValidationMetric, mask_probability, multitask_output
 from lung_nodule_mtl.engines.prepare_batch import DEFAULT_TARGET_KEYS, MultiTaskPrepareBatch
@@ -38,6 +44,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
     "AutocastInferer",
+    "CompiledNetwork",
     "GrowthPrepareBatch",
     "MultiTaskPrepareBatch",
     "MultiTaskValidationMetric",

@@ -16,7 +16,7 @@ from monai.inferers import Inferer
 
 from lung_nodule_mtl.utils.flags import as_bool
 
-__all__ = ["AutocastInferer", "cpu_bf16_native", "cuda_amp_dtype", "place_network"]
+__all__ = ["AutocastInferer", "CompiledNetwork", "cpu_bf16_native", "cuda_amp_dtype", "place_network"]
 
 
 def cpu_bf16_native() -> bool:
@@ -86,3 +86,31 @@ class AutocastInferer(Inferer):
         with torch.autocast("cpu", dtype=self.dtype):
             out = network(inputs, *args, **kwargs)
         return _to_float32(out)
+
+
+class CompiledNetwork(torch.nn.Module):
+    """``torch.compile(network)`` for MONAI's engines, called with plain tensors.
+
+    MONAI's own ``compile`` switch of ``SupervisedTrainer`` wraps the prediction back into a ``MetaTensor``, which
+    fails for a network that returns a dict of outputs (LNMSNet's heads). This wrapper compiles the network once,
+    unwraps ``MetaTensor`` inputs (tensor subclasses break compiled graphs) and returns what the network returns.
+    The wrapped ``network`` stays the one module to checkpoint and to evaluate: the wrapper shares its parameters
+    and adds none (its state dict is the network's, under ``network.``).
+
+    Args:
+        network: the module to compile.
+        compile_kwargs: ``torch.compile`` arguments (``mode``, ``backend``, ``dynamic``, ...).
+    """
+
+    def __init__(self, network: torch.nn.Module, **compile_kwargs: Any) -> None:
+        super().__init__()
+        self.network = network
+        # not registered as a submodule: the compiled module holds the same parameters under other names
+        self.__dict__["compiled"] = torch.compile(network, **compile_kwargs)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        from monai.data import MetaTensor
+
+        if isinstance(x, MetaTensor):
+            x = x.as_tensor()
+        return self.__dict__["compiled"](x, *args, **kwargs)

@@ -31,7 +31,8 @@ def test_inference_benchmark_runs_ours_and_stock_side_by_side(tmp_path) -> None:
         scan = tmp_path / "phantom.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), scan)
         out = tmp_path / "result.json"
-        argv = ["--scans", str(scan), "--repeats", "1", "--work-dir", str(tmp_path / "work"), "--json", str(out)]
+        argv = ["--scans", str(scan), "--repeats", "1", "--float32", "--work-dir", str(tmp_path / "work")]
+        argv += ["--json", str(out)]
         # this checkout as its own reference: the comparison must find the same answer
         assert bench.main([*argv, "--reference", str(REPO), "--reference-label", "same checkout"]) == 0
     finally:
@@ -41,13 +42,13 @@ def test_inference_benchmark_runs_ours_and_stock_side_by_side(tmp_path) -> None:
     assert result["flops"]["window"] > 1e9  # 48^3 windows of the bundle's network: GFLOPs each
     (scan_result,) = result["results"]
     summary = scan_result["summary"]
-    assert set(summary) == {"ours", "ours, overlap 0.5", "ours, same checkout", "stock"}
+    assert set(summary) == {"ours", "ours, overlap 0.5", "ours, float32", "ours, same checkout", "stock"}
     for s in summary.values():
         assert s["wall_s"] > 0 and s["peak_rss_gib"] > 0.1 and s["windows"] > 0
         assert {"read", "resample", "sliding_window", "restore_grid", "write"} <= set(s["stages_s"])
     # the stock pipeline slides over the whole volume at overlap 0.5: more windows than ours at the same overlap
     assert summary["stock"]["windows"] > summary["ours, overlap 0.5"]["windows"] > summary["ours"]["windows"]
-    for label in ("ours", "ours, overlap 0.5"):
+    for label in ("ours", "ours, overlap 0.5", "ours, float32"):
         agreement = scan_result["agreement"][label]
         assert "dice_lungs" in agreement and "dice_outputs" in agreement
     # at the stock pipeline's overlap only the precision differs inside the lungs

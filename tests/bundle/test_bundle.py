@@ -295,8 +295,8 @@ def test_device_augmentation_is_the_default_and_moves_the_augmentation_to_the_ba
 @pytest.mark.parametrize("config", ["train.yaml", "train_scans.yaml"])
 def test_hardware_knobs_channels_last_compile_and_amp_type(dataset: Path, config: str) -> None:
     """channels_last (default on) puts the trainer's network in channels_last_3d, `--channels_last false` does not;
-    `compile` hands MONAI's trainer a compiled network (compiled lazily, at its first step) and checkpoints the
-    plain one; `amp_dtype` is the engines' autocast type on CUDA."""
+    `compile` hands the trainer a compiled network (compiled lazily, at its first step) and checkpoints the plain
+    one; `amp_dtype` is the engines' autocast type on CUDA."""
     from monai.bundle import ConfigParser
 
     def parsed(**overrides: object) -> ConfigParser:
@@ -319,13 +319,14 @@ def test_hardware_knobs_channels_last_compile_and_amp_type(dataset: Path, config
 
     compiled = parsed(compile="true", amp_dtype="bfloat16")
     trainer = compiled.get_parsed_content("train#trainer")
-    assert type(trainer.network).__name__ == "OptimizedModule"
-    assert trainer.network._orig_mod is compiled.get_parsed_content("network")
+    assert type(trainer.network).__name__ == "CompiledNetwork"
+    assert trainer.network.network is compiled.get_parsed_content("network")
     assert trainer.amp_kwargs["dtype"] == torch.bfloat16
     saver = next(h for h in compiled.get_parsed_content("validate#handlers") if hasattr(h, "save_dict"))
     assert saver.save_dict["model"] is compiled.get_parsed_content("network")  # the plain module's state dict
     assert parsed(amp_dtype="float16").get_parsed_content("validate#evaluator").amp_kwargs["dtype"] == torch.float16
-    assert type(parsed().get_parsed_content("train#trainer").network).__name__ != "OptimizedModule"
+    plain_trainer = parsed()
+    assert plain_trainer.get_parsed_content("train#trainer").network is plain_trainer.get_parsed_content("network")
     with pytest.raises(Exception, match="amp_dtype"):
         parsed(amp_dtype="float8").get_parsed_content("train#trainer")
 

@@ -82,3 +82,32 @@ def test_place_network_channels_last_same_outputs() -> None:
     assert plain[0].weight.is_contiguous()
     with pytest.raises(ValueError, match="channels_last"):
         place_network(net, "cpu", "maybe")
+
+
+def test_compiled_network_takes_metatensors_returns_dicts_and_shares_the_weights() -> None:
+    """The trainer's compiled network: MetaTensor inputs unwrapped, a dict of outputs returned as is, gradients
+    reach the wrapped network's own parameters, and its state dict is the network's."""
+    from monai.data import MetaTensor
+
+    from lung_nodule_mtl.engines import CompiledNetwork
+
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv3d(1, 2, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            y = self.conv(x)
+            return {"mask": y[:, :1], "malignancy": y.mean(dim=(2, 3, 4))}
+
+    torch.manual_seed(0)
+    net = TwoHeads()
+    wrapped = CompiledNetwork(net, backend="eager")  # the eager backend: dynamo's tracing without a compiler
+    x = MetaTensor(torch.randn(2, 1, 6, 6, 6), affine=torch.eye(4))
+    out = wrapped(x)
+    assert set(out) == {"mask", "malignancy"} and not isinstance(out["mask"], MetaTensor)
+    torch.testing.assert_close(out["mask"], net(x.as_tensor())["mask"])
+    out["malignancy"].sum().backward()
+    assert net.conv.weight.grad is not None and net.conv.weight.grad.abs().sum() > 0
+    assert list(wrapped.state_dict()) == [f"network.{k}" for k in net.state_dict()]
+    assert {id(p) for p in wrapped.parameters()} == {id(p) for p in net.parameters()}
