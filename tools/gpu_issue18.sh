@@ -6,8 +6,8 @@
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
-#       monai==1.6.1 nibabel==5.3.2 pytorch-ignite==0.5.2 fire jsonschema attrs referencing rpds-py \
-#       jsonschema-specifications highdicom pydicom pillow
+#       monai==1.6.1 nibabel==5.4.2 pytorch-ignite==0.5.5 fire==0.7.1 termcolor==3.3.0
+#   (SimpleITK, highdicom and pydicom are imported only for DICOM / MetaImage inputs: not needed for the NIfTI scan)
 #   python benchmarks/inference.py --scans real --repeats 1 --baseline-repeats 1   # writes benchmarks/.work/*.nii.gz
 # Device tool: command "bash tools/gpu_issue18.sh", carry [".whl", "benchmarks/.work/LIDC-IDRI-0001.nii.gz"].
 #
@@ -19,6 +19,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?output folder}
 LIMIT=${LIMIT:-540}  # seconds for the whole script (the device tool allows 600 per command)
+DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the script's steps here
 start=$(date +%s)
 log() { echo "[$(( $(date +%s) - start )) s] $*" | tee -a "$OUT/run.log"; }
 left() { echo $(( LIMIT - ($(date +%s) - start) )); }
@@ -40,19 +41,19 @@ timeout 90 python3 -m pytest -q -m gpu -p no:cacheprovider tests > "$OUT/gpu_tes
 log "gpu tests exit $?"
 
 log "whole-scan inference, LIDC-IDRI-0001: ours (float16 autocast, default) and ours in float32, stock MONAI"
-timeout $(( $(left) / 2 )) python3 benchmarks/inference.py --scans real --device cuda --repeats 3 --baseline-repeats 1 \
+timeout $(( $(left) / 2 )) python3 benchmarks/inference.py --scans real --device $DEVICE --repeats 3 --baseline-repeats 1 \
     --no-same-overlap --float32 --json "$OUT/inference_gpu.json" \
     >> "$OUT/run.log" 2>&1
 log "inference exit $?"
 
 log "training throughput (trainer rows and raw step, bf16 / channels-last)"
-timeout $(( $(left) * 2 / 3 )) python3 benchmarks/training.py --device cuda --workers 0 8 --iterations 20 \
+timeout $(( $(left) * 2 / 3 )) python3 benchmarks/training.py --device $DEVICE --workers 0 8 --iterations 20 \
     --json "$OUT/training_gpu.json" >> "$OUT/run.log" 2>&1
 log "training exit $?"
 
 log "the five-fold recipe's step on the GPU (64^3, init_filters 16 and 32)"
 for f in 16 32; do
-    timeout $(( $(left) / 2 )) python3 benchmarks/crossval_budget.py --device cuda --batch 8 --iterations 10 \
+    timeout $(( $(left) / 2 )) python3 benchmarks/crossval_budget.py --device $DEVICE --batch 8 --iterations 10 \
         --warmup 3 --init-filters $f --json "$OUT/crossval_budget_gpu_if$f.json" >> "$OUT/run.log" 2>&1
     log "crossval_budget init_filters $f exit $?"
 done

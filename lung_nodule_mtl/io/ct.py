@@ -63,15 +63,24 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 from numpy.typing import NDArray
 
 from lung_nodule_mtl.io.geometry import affine_from_itk
 from lung_nodule_mtl.utils.io import NiftiGeometry, atomic_write_nifti
 
 if TYPE_CHECKING:
+    import SimpleITK as sitk
     import torch
     from monai.data import MetaTensor
+
+
+def _simpleitk() -> Any:
+    """SimpleITK, imported where DICOM or MetaImage is read: NIfTI needs only nibabel (a machine with NIfTI scans
+    only, e.g. a GPU box without SimpleITK, reads them)."""
+    import SimpleITK
+
+    return SimpleITK
+
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -282,6 +291,7 @@ def _has_dicom_magic(path: Path) -> bool:
 
 def _is_dicom_folder(folder: Path, files: list[str]) -> bool:
     """Whether ``folder`` holds DICOM files (``files`` are the names of the plain files in it)."""
+    sitk = _simpleitk()
     candidates = [
         name
         for name in files
@@ -648,6 +658,7 @@ def _float32_c_order(source: NDArray[Any], tile: int = 64) -> NDArray[np.float32
 
 def _sitk_array(image: sitk.Image, shape: tuple[int, int, int]) -> NDArray[np.float32]:
     """The voxels of ``image`` as a C-ordered float32 ``(i, j, k)`` array (ITK index order, as ``ITKReader``)."""
+    sitk = _simpleitk()
     view = sitk.GetArrayViewFromImage(image)  # (..., k, j, i)
     return _float32_c_order(view.reshape(shape[::-1]).transpose(2, 1, 0))
 
@@ -658,6 +669,7 @@ def _check_components(path: Path, n: int) -> None:
 
 
 def _read_metaimage(path: Path) -> _Loaded:
+    sitk = _simpleitk()
     _file_present(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -764,6 +776,7 @@ def _slice_warnings(path: Path, reader: sitk.ImageSeriesReader, n: int, directio
 
 
 def _dicom_info(folder: Path, file: str) -> sitk.ImageFileReader:
+    sitk = _simpleitk()
     info = sitk.ImageFileReader()
     info.SetFileName(file)
     try:
@@ -775,6 +788,7 @@ def _dicom_info(folder: Path, file: str) -> sitk.ImageFileReader:
 
 def _read_series(files: list[str]) -> tuple[sitk.Image, Any]:
     """Read DICOM files as one volume; return the image and the reader (which holds the tags)."""
+    sitk = _simpleitk()
     reader: Any
     if len(files) > 1:
         reader = sitk.ImageSeriesReader()
@@ -791,6 +805,7 @@ def _largest_stackable_group(files: list[str]) -> tuple[list[str], tuple[int, ..
 
     For a series ITK cannot stack (a localizer or a reformat sharing the SeriesInstanceUID of the axial slices).
     """
+    sitk = _simpleitk()
     groups: dict[tuple[Any, ...], list[tuple[float, str]]] = {}
     for file in files:
         info = sitk.ImageFileReader()
@@ -813,6 +828,7 @@ def _largest_stackable_group(files: list[str]) -> tuple[list[str], tuple[int, ..
 
 
 def _read_dicom(path: Path) -> _Loaded:
+    sitk = _simpleitk()
     if not path.is_dir():
         raise InputError(path, "DICOM series folder not found")
     try:

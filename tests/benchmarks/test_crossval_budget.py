@@ -3,27 +3,18 @@ estimates consistent with each other."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "crossval_budget.py"
-
 
 @pytest.fixture
-def budget():
-    spec = importlib.util.spec_from_file_location("lnm_crossval_budget", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+def budget(load_benchmark) -> Iterator[ModuleType]:
+    with load_benchmark("crossval_budget") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_counts_measures_and_estimates(budget, tmp_path: Path) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -14,17 +12,11 @@ import pytest
 from lung_nodule_mtl.data.synthetic.phantom import PhantomNodule, chest_phantom
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "inference.py"
 
 
 @pytest.mark.slow
-def test_inference_benchmark_runs_ours_and_stock_side_by_side(tmp_path) -> None:
-    spec = importlib.util.spec_from_file_location("lnm_inference_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    try:
-        spec.loader.exec_module(bench)
+def test_inference_benchmark_runs_ours_and_stock_side_by_side(tmp_path, load_benchmark) -> None:
+    with load_benchmark("inference") as bench:
         image, affine, _ = chest_phantom(
             shape=(150, 120, 40), spacing_mm=(1.6, 1.6, 2.5), nodules=(PhantomNodule((-35.0, 5.0, 0.0), 10.0),)
         )
@@ -35,8 +27,6 @@ def test_inference_benchmark_runs_ours_and_stock_side_by_side(tmp_path) -> None:
         argv += ["--json", str(out)]
         # this checkout as its own reference: the comparison must find the same answer
         assert bench.main([*argv, "--reference", str(REPO), "--reference-label", "same checkout"]) == 0
-    finally:
-        sys.modules.pop(spec.name, None)
     result = json.loads(out.read_text())
     assert result["machine"]["usable_cores"] >= 1 and result["device_rate"]["conv3d_fp32"] > 0
     assert result["flops"]["window"] > 1e9  # 48^3 windows of the bundle's network: GFLOPs each

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -13,21 +11,12 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "training.py"
 
 
 @pytest.fixture(scope="module")
-def training_benchmark() -> Iterator[ModuleType]:
-    """The script as a module (``benchmarks/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("lnm_training_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
+def training_benchmark(load_benchmark) -> Iterator[ModuleType]:
+    with load_benchmark("training") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 # 32³ crops at 2 mm, 4 base filters, 2 measured iterations: the bundle's code paths, not its cost

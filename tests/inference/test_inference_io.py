@@ -205,6 +205,22 @@ def test_find_cases_duplicate_ids_nifti_and_dicom(tmp_path, ct, write_nifti, wri
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def test_nifti_reads_without_simpleitk(tmp_path: Path) -> None:
+    """SimpleITK is imported only where DICOM or MetaImage is read: a NIfTI scan loads on a machine without it
+    (the GPU machines here have none)."""
+    image = (np.arange(8 * 9 * 10).reshape(8, 9, 10) * 2 - 1000).astype(np.int16)  # air to tissue
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(image, np.diag([0.7, 0.7, 2.5, 1.0])), path)
+    code = (
+        "import sys; sys.modules['SimpleITK'] = None\n"  # import SimpleITK now raises ImportError
+        "from lung_nodule_mtl.io.ct import find_cases, load_ct\n"
+        f"v = load_ct(find_cases({str(path)!r})[0])\n"
+        "print(tuple(v.shape), float(v.array.min()), sys.modules.get('SimpleITK') is not None)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["(8,", "9,", "10)", "-1000.0", "False"]
+
+
 def test_ct_io_and_data_converters_import_without_torch() -> None:
     """CT I/O sits below both stages: reading CT and the converters under ``data`` need neither torch nor MONAI,
     and no module under ``data`` or ``io`` imports the inference package."""
