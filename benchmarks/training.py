@@ -27,11 +27,12 @@ rows, the cached configuration with the first ``--workers`` value and config ove
 
 * ``bf16``: on CPU the bundle's ``cpu_amp: true`` (``lung_nodule_mtl.engines.AutocastInferer``: the forward in
   ``bfloat16`` autocast, outputs back to fp32 for the loss; MONAI's ``SupervisedTrainer`` only autocasts on CUDA,
-  with ``amp: true``); on CUDA ``amp: true`` with
-  ``train#trainer#amp_kwargs: {dtype: bfloat16}``;
-* ``cl``: the network's weights in ``channels_last_3d`` (``network: $@network_def.to(@device,
-  memory_format=torch.channels_last_3d)``), which makes the convolutions run channels-last;
-* ``bf16-cl``: both. On CUDA the bundle's own rows already run ``amp: true`` (fp16 autocast + ``GradScaler``).
+  with ``amp: true``); on CUDA ``amp: true`` with ``amp_dtype: bfloat16``;
+* ``cl``: ``channels_last: true`` (the network's weights in ``channels_last_3d``, so the convolutions run
+  channels-last);
+* ``bf16-cl``: both (the bundle's defaults since 0.5.2). Every row names its layout and precision: the others run
+  ``channels_last: false`` and, on CUDA, ``amp: true`` with ``amp_dtype: float16`` (fp16 autocast + ``GradScaler``,
+  the defaults before 0.5.2), on CPU float32.
 
 Then the **raw train step** (``--step-variants``): forward + ``train_loss`` + backward + ``optimizer.step()`` of the
 bundle's ``network``, ``train_loss`` and ``optimizer`` (fresh, same seed, per variant) on one fixed batch of the
@@ -87,9 +88,6 @@ TRAINER_VARIANTS = ("bf16", "cl", "bf16-cl")
 CPU_STEP_VARIANTS = ("fp32", "bf16", "fp32-cl", "bf16-cl")
 CUDA_STEP_VARIANTS = ("fp32", "fp16", "bf16", "fp16-cl")
 STEP_PRECISIONS = ("fp32", "bf16", "fp16")
-
-CHANNELS_LAST_NETWORK = "$@network_def.to(@device, memory_format=torch.channels_last_3d)"
-"""``network`` override for the channels-last trainer rows."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -200,12 +198,12 @@ class TrainerConfig:
             "num_workers": self.num_workers,
             "device_augmentation": self.device_augmentation,
         }
-        if self.bf16 and device.type == "cuda":
-            out.update({"amp": True, "train#trainer#amp_kwargs": {"dtype": "$torch.bfloat16"}})
-        elif self.bf16:
-            out["cpu_amp"] = True  # the bundle's lung_nodule_mtl.engines.AutocastInferer
-        if self.channels_last:
-            out["network"] = CHANNELS_LAST_NETWORK
+        # explicit, whatever the bundle's defaults: the rows differ only in what they name
+        out["channels_last"] = self.channels_last
+        if device.type == "cuda":
+            out.update({"amp": True, "amp_dtype": "bfloat16" if self.bf16 else "float16"})
+        else:
+            out["cpu_amp"] = self.bf16  # the bundle's lung_nodule_mtl.engines.AutocastInferer
         return out
 
 
@@ -337,9 +335,8 @@ def make_train_step(
     """A closure running one step of a fresh ``network`` / ``train_loss`` / ``optimizer`` of the bundle."""
     set_determinism(seed=seed)
     parser = parser_factory()
-    network = parser.get_parsed_content("network")
-    if channels_last:
-        network = network.to(memory_format=torch.channels_last_3d)
+    network = parser.get_parsed_content("network")  # the bundle's layout (channels_last: true) is set here per variant
+    network = network.to(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
     loss_fn = parser.get_parsed_content("train_loss")
     optimizer = parser.get_parsed_content("optimizer")  # built on the (converted) network's parameters
     inputs = _to_memory_format(batch[0], channels_last)
