@@ -288,9 +288,9 @@ def compare_maps(ours_maps: Path, stock_maps: Path, ours_labels: str, stock_labe
         out["max_abs_prob_diff_lungs"] = float(np.abs(ours["prob"] - stock["prob"] * lung).max())
     else:
         out["note"] = f"isotropic grids differ: {ours['prob'].shape} vs {stock['prob'].shape}"
-    a = np.asarray(nib.load(ours_labels).dataobj) > 0
-    b = np.asarray(nib.load(stock_labels).dataobj) > 0
-    out["dice_outputs"] = dice(a, b)
+    la, lb = np.asarray(nib.load(ours_labels).dataobj), np.asarray(nib.load(stock_labels).dataobj)
+    out["dice_outputs"] = dice(la > 0, lb > 0)
+    out["identical_label_maps"] = bool(la.shape == lb.shape and np.array_equal(la, lb))
     return out
 
 
@@ -305,13 +305,11 @@ def ours_configs(args: argparse.Namespace) -> dict[str, list[str]]:
     return configs
 
 
-def _report_nodules(labels_file: str, scan: Path) -> list[dict[str, Any]]:
+def _report_nodules(labels_file: str, case_id: str) -> list[dict[str, Any]]:
     """The nodules of the report written beside a label map: centre voxel, detection and malignancy probability,
     diameter."""
     from lung_nodule_mtl.inference.batch import case_outputs
-    from lung_nodule_mtl.io.ct import find_cases
 
-    case_id = find_cases(str(scan))[0].case_id
     report = json.loads(case_outputs(Path(labels_file).parent, case_id)["report"].read_text())
     keys = ("center_voxel", "detection_probability", "malignancy_probability", "diameter_mm")
     return [{k: n.get(k) for k in keys} for n in report["nodules"]]
@@ -322,9 +320,10 @@ def compare_outputs(
 ) -> dict[str, Any]:
     """Ours against another checkout's run on the same scan: the nodules reported (the same centres; probabilities
     and diameters within 0.01), the written label maps and the mask probability inside the lungs."""
-    import nibabel as nib
+    from lung_nodule_mtl.io.ct import find_cases
 
-    a, b = _report_nodules(ours["labels"], scan), _report_nodules(reference["labels"], scan)
+    case_id = find_cases(str(scan))[0].case_id
+    a, b = _report_nodules(ours["labels"], case_id), _report_nodules(reference["labels"], case_id)
     same = len(a) == len(b) and all(
         x["center_voxel"] == y["center_voxel"]
         and all(
@@ -334,17 +333,8 @@ def compare_outputs(
         for x, y in zip(a, b, strict=True)
     )
     maps = compare_maps(ours_maps, ref_maps, ours["labels"], reference["labels"])
-    la = np.asarray(nib.load(ours["labels"]).dataobj)
-    lb = np.asarray(nib.load(reference["labels"]).dataobj)
-    return {
-        "same_nodules": same,
-        "nodules": len(a),
-        "nodules_reference": len(b),
-        "dice_lungs": maps["dice_lungs"],
-        "max_abs_prob_diff_lungs": maps.get("max_abs_prob_diff_lungs"),
-        "dice_outputs": maps["dice_outputs"],
-        "identical_label_maps": bool(la.shape == lb.shape and np.array_equal(la, lb)),
-    }
+    keys = ("dice_lungs", "max_abs_prob_diff_lungs", "dice_outputs", "identical_label_maps")
+    return {"same_nodules": same, "nodules": len(a), "nodules_reference": len(b)} | {k: maps.get(k) for k in keys}
 
 
 def bench_scan(name: str, path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:

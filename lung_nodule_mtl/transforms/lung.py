@@ -39,21 +39,13 @@ def _ball(radius_vox: Sequence[float]) -> NDArray[np.bool_]:
     return np.asarray(dist <= 1.0)
 
 
-def _grown_box(mask: NDArray[np.bool_], margin: Sequence[int]) -> tuple[slice, ...]:
-    """``mask``'s bounding box grown by ``margin`` voxels per axis (clipped to the array)."""
-    box = bounding_box(mask)
-    assert box is not None  # callers check mask.any()
-    return tuple(
-        slice(max(b.start - m, 0), min(b.stop + m, n)) for b, m, n in zip(box, margin, mask.shape, strict=True)
-    )
-
-
 def _dilate(mask: NDArray[np.bool_], radius_mm: float, spacing: Sequence[float]) -> NDArray[np.bool_]:
     if radius_mm <= 0 or not mask.any():
         return mask
     # distance to the mask, in mm: exact Euclidean dilation for any radius at a fixed cost. Computed only in the
     # mask's box grown by the radius: the nearest mask voxel always lies in the box, voxels beyond are farther.
-    box = _grown_box(mask, [int(np.ceil(radius_mm / s)) + 1 for s in spacing])
+    box = bounding_box(mask, [int(np.ceil(radius_mm / s)) + 1 for s in spacing])
+    assert box is not None  # mask.any()
     out = np.zeros_like(mask)
     out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing) <= radius_mm
     return out
@@ -64,7 +56,8 @@ def _erode(mask: NDArray[np.bool_], radius_mm: float, spacing: Sequence[float]) 
         return mask
     # distance to the background, only in the mask's box grown by one (background) voxel: a background voxel
     # beyond the box is no nearer than its projection onto the box's border, which is background too
-    box = _grown_box(mask, [1, 1, 1])
+    box = bounding_box(mask, 1)
+    assert box is not None  # mask.any()
     out = np.zeros_like(mask)
     out[box] = ndimage.distance_transform_edt(mask[box], sampling=spacing) > radius_mm
     return out
@@ -138,13 +131,16 @@ def lung_mask(
     return np.ascontiguousarray(mask)
 
 
-def bounding_box(mask: NDArray[np.bool_], margin: int = 0) -> tuple[slice, slice, slice] | None:
-    """The smallest box holding every ``True`` voxel, grown by ``margin`` voxels (clipped); ``None`` if empty."""
+def bounding_box(mask: NDArray[np.bool_], margin: int | Sequence[int] = 0) -> tuple[slice, slice, slice] | None:
+    """The smallest box holding every ``True`` voxel, grown by ``margin`` voxels (one for all axes or one per
+    axis; clipped); ``None`` if empty."""
     if not mask.any():
         return None
+    margins = [int(margin)] * 3 if isinstance(margin, int | np.integer) else [int(m) for m in margin]
     box = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
         hits = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
+        m = margins[axis]
+        box.append(slice(max(int(hits[0]) - m, 0), min(int(hits[-1]) + 1 + m, mask.shape[axis])))
     return (box[0], box[1], box[2])
