@@ -4,6 +4,10 @@
 # Usage: docker/build.sh [COMMAND] [ARGS...]
 #   build                 (default) make the base image if it is missing, then build the image
 #   base                  only the base image: Debian bookworm minbase + python3 by debootstrap
+#   luna25                the LUNA25 / grand-challenge image (docker/Dockerfile.luna25: the image with
+#                         `lung-nodule-mtl luna25 -i /input -o /output` as ENTRYPOINT + CMD), built on the
+#                         image (built first when missing); `IMAGE=<it> build.sh run CASE OUT` runs it as
+#                         the platform does
 #   run IN OUT [ARGS...]  run the image's entry point (`lung-nodule-mtl predict`) with buildah run:
 #                         IN mounted read-only at /input, OUT at /output, no network; ARGS replace
 #                         the image's CMD (default `-i /input -o /output`)
@@ -12,6 +16,7 @@
 #
 # Environment (all optional):
 #   IMAGE            image name (default localhost/lung-nodule-mtl:VERSION, also tagged :latest)
+#   LUNA25_IMAGE     name of the `luna25` image (default IMAGE's name with the tag VERSION-luna25)
 #   BASE_IMAGE       base image (default localhost/lung-nodule-mtl-base:bookworm, made offline-capable
 #                    with debootstrap when missing and reused after that; another name, e.g.
 #                    docker.io/library/python:3.11-slim, is pulled by buildah)
@@ -41,6 +46,7 @@ version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$repo/lung_nodule_mtl/_versi
 
 DEFAULT_BASE=localhost/lung-nodule-mtl-base:bookworm
 IMAGE=${IMAGE:-localhost/lung-nodule-mtl:$version}
+LUNA25_IMAGE=${LUNA25_IMAGE:-${IMAGE%:*}:$version-luna25}
 BASE_IMAGE=${BASE_IMAGE:-$DEFAULT_BASE}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
@@ -204,6 +210,22 @@ build() {
     log "image $IMAGE built in $(($(date +%s) - start)) s ($(image_size "$IMAGE"))"
 }
 
+# The LUNA25 image: Dockerfile.luna25 copies nothing, so it is built from an empty context.
+build_luna25() {
+    image_exists "$IMAGE" || build
+    local context start
+    context=$(mktemp -d "${TMPDIR:-/tmp}/lung-nodule-mtl-luna25.XXXXXX")
+    start=$(date +%s)
+    log "buildah build -f $here/Dockerfile.luna25 --build-arg IMAGE=$IMAGE -t $LUNA25_IMAGE"
+    bh build --isolation "$BUILDAH_ISOLATION" --pull=never -f "$here/Dockerfile.luna25" --build-arg "IMAGE=$IMAGE" \
+        -t "$LUNA25_IMAGE" "$context" || {
+        rmdir "$context"
+        die "the LUNA25 image failed to build"
+    }
+    rmdir "$context"
+    log "image $LUNA25_IMAGE built in $(($(date +%s) - start)) s ($(image_size "$LUNA25_IMAGE"))"
+}
+
 # buildah run, by default without network (RUN_NETWORK=none): chroot isolation cannot make a network
 # namespace itself, so buildah runs inside one (unshare --net; only loopback there).
 brun() {
@@ -290,7 +312,7 @@ case $command in
 check)
     check
     ;;
-base | build)
+base | build | luna25)
     [[ $(id -u) -eq 0 ]] || die "run as root (rootful buildah, debootstrap)"
     ensure_tools buildah
     select_storage || die "buildah cannot create and mount a container here"
@@ -299,7 +321,10 @@ base | build)
     exec 9>"${TMPDIR:-/tmp}/lung-nodule-mtl-build.lock"
     flock 9
     [[ $BASE_IMAGE != "$DEFAULT_BASE" ]] || make_base
-    [[ $command == base ]] || build
+    case $command in
+    build) build ;;
+    luna25) build_luna25 ;;
+    esac
     ;;
 run)
     select_storage || die "buildah cannot create and mount a container here"
@@ -313,6 +338,6 @@ demo)
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
     ;;
 *)
-    die "unknown command $command (build, base, run, demo, check, help)"
+    die "unknown command $command (build, base, luna25, run, demo, check, help)"
     ;;
 esac

@@ -7,6 +7,10 @@
 #
 #   WORK=runs/step3 [SHARED=../shared/data] bash tools/mine_and_finetune_cpu.sh
 #
+# The recipe's numbers can be changed (defaults: step 3 as it ran): INIT (weights that mine and are fine-tuned,
+# bundle/models/model.pt), EPOCHS (5), WINDOWS (scan windows per epoch, 300), VOI_WINDOWS (300), LR (5e-4),
+# BUDGET (time budget in s, 3000).
+#
 # Writes $WORK/run/models/model_final.pt, $WORK/negatives.csv, $WORK/train.log, $WORK/voi_eval/metrics.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +18,12 @@ cd "$(dirname "$0")/.."
 S=${SHARED:-../shared/data}
 C=${WORK:?scratch folder, e.g. runs/step3}
 E=$C/eval
+INIT=${INIT:-bundle/models/model.pt}
+EPOCHS=${EPOCHS:-5}
+WINDOWS=${WINDOWS:-300}
+VOI_WINDOWS=${VOI_WINDOWS:-300}
+LR=${LR:-0.0005}
+BUDGET=${BUDGET:-3000}
 mkdir -p "$C"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 log prepare-vois
@@ -50,18 +60,18 @@ print(len(items), "nodules,", len({r[0] for r in rows}), "scans")
 PY
 ln -sf "$(realpath $S/totalsegmentator_example/example_ct.nii.gz)" $C/hosts/example_ct.nii.gz
 log mining predict
-[ -f $C/mine_pred/summary.csv ] || lung-nodule-mtl predict -i $C/hosts -o $C/mine_pred --threshold 0 --max-nodules 50 > $C/mine_pred.log 2>&1 || exit 1
+[ -f $C/mine_pred/summary.csv ] || lung-nodule-mtl predict -i $C/hosts -o $C/mine_pred --checkpoint "$INIT" --threshold 0 --max-nodules 50 > $C/mine_pred.log 2>&1 || exit 1
 lung-nodule-mtl evaluate-froc --predictions $C/mine_pred --annotations $C/hosts_annotations.csv --cases-from-predictions-dir | tail -3
 lung-nodule-mtl mine-negatives --predictions $C/mine_pred --annotations $C/hosts_annotations.csv --out $C/negatives.csv --min-probability 0.5 || exit 1
-log training
+log "training: $EPOCHS epochs x (655 crops + $WINDOWS scan windows + $VOI_WINDOWS VOI windows), lr $LR, from $INIT"
 python -m monai.bundle run training --meta_file bundle/configs/metadata.json \
     --config_file "['bundle/configs/train.yaml','bundle/configs/train_scans.yaml']" \
     --logging_file bundle/configs/logging.conf --bundle_root $C/run \
     --dataset_dir $C/lidc_vois --scan_datalist $C/scans_datalist.json \
     --host_images "['$S/totalsegmentator_example/example_ct.nii.gz']" --scan_negatives $C/negatives.csv \
-    --epochs 5 --scan_windows_per_epoch 300 --voi_windows_per_epoch 300 --batch_size 8 --num_workers 1 \
-    --val_interval 100000 --resume False --time_budget_s 3000 --init_weights bundle/models/model.pt \
-    --learning_rate 0.0005 --validate#dataset#cache_rate 0 > $C/train.log 2>&1
+    --epochs "$EPOCHS" --scan_windows_per_epoch "$WINDOWS" --voi_windows_per_epoch "$VOI_WINDOWS" --batch_size 8 \
+    --num_workers 1 --val_interval 100000 --resume False --time_budget_s "$BUDGET" --init_weights "$INIT" \
+    --learning_rate "$LR" --validate#dataset#cache_rate 0 > $C/train.log 2>&1
 log "training exit $?"
 log VOI eval
 python -m monai.bundle run evaluating --meta_file bundle/configs/metadata.json \

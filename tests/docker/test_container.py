@@ -151,9 +151,10 @@ def test_container_predicts_as_non_root_without_touching_input(image: str, tmp_p
 
 @pytest.mark.slow
 def test_container_luna25_mode(image: str, tmp_path: Path) -> None:
-    """The image in the LUNA25 / grand-challenge mode (RUN_ENTRYPOINT as `docker run --entrypoint`): a case folder
-    with images/chest-ct/<scan>.mha and nodule-locations.json (LPS) in, the likelihoods file out, as the image's
-    non-root user, offline."""
+    """The LUNA25 / grand-challenge image (docker/Dockerfile.luna25, built on the batch image by `build.sh luna25`)
+    run as the platform runs it: its own ENTRYPOINT + CMD, a case folder with images/chest-ct/<scan>.mha and
+    nodule-locations.json (LPS) read-only at /input, the likelihoods file out in /output, as the image's non-root
+    user, offline."""
     import SimpleITK as sitk
 
     from lung_nodule_mtl.constants import ras_to_lps
@@ -171,14 +172,20 @@ def test_container_luna25_mode(image: str, tmp_path: Path) -> None:
     for path in [case, *case.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     output_dir = tmp_path / "output"
-    env = {
-        **os.environ,
-        "IMAGE": image,
-        "RUN_ENV": "OMP_NUM_THREADS=1",
-        "RUN_ENTRYPOINT": "lung-nodule-mtl luna25",
-    }
+    build = subprocess.run(
+        [str(BUILD_SH), "luna25"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=BUILD_TIMEOUT_S,
+        env={**os.environ, "IMAGE": image},
+    )
+    assert build.returncode == 0, f"build.sh luna25 failed:\n{_tail(build.stdout)}\n{_tail(build.stderr)}"
+    built = re.search(r"image (\S+) built in \d+ s", build.stderr)
+    assert built and built.group(1) != image, build.stderr
+    env = {**os.environ, "IMAGE": built.group(1), "RUN_ENV": "OMP_NUM_THREADS=1"}
     run = subprocess.run(
-        [str(BUILD_SH), "run", str(case), str(output_dir), "-i", "/input", "-o", "/output"],
+        [str(BUILD_SH), "run", str(case), str(output_dir)],  # no arguments: the image's own CMD
         capture_output=True,
         encoding="utf-8",
         errors="replace",
