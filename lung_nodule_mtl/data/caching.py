@@ -29,10 +29,19 @@ def cached_dataset(
     The disk cache holds what the chain computes before its first random transform, one file per item, named by a
     hash of the item and of the pickled deterministic transforms (their parameters included): safe to share between
     the folds of a cross-validation and between runs; a changed chain makes new files, never reads stale ones.
+
+    A chain that nests plain ``Compose`` blocks (the bundle's ``load``, ``scan_load`` …) is flattened first: MONAI's
+    caching datasets stop at the first transform that is random *or a* ``Compose`` (every ``Compose`` is
+    ``Randomizable``), so a nested load block would leave nothing cached and every draw would load and resample its
+    volume again. ``OneOf`` / ``SomeOf`` / ``RandomOrder`` stay blocks (they choose at random).
     """
     # imported here: lung_nodule_mtl.data (the converters) must import without torch or MONAI
     from monai.data import CacheDataset, PersistentDataset
     from monai.data.utils import pickle_hashing
+    from monai.transforms import Compose
+
+    if type(transform) is Compose:
+        transform = transform.flatten()  # keeps the chain's settings; a block with other map_items stays a block
 
     if cache_dir is not None and str(cache_dir) != "":
         os.makedirs(cache_dir, exist_ok=True)
