@@ -119,6 +119,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         ("mask_threshold", args.mask_threshold),
         ("min_diameter_mm", args.min_diameter_mm),
         ("max_nodules", args.max_nodules),
+        ("mirror_tta", args.tta),
     ):
         if value is not None:
             overrides[key] = value
@@ -277,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-diameter-mm", type=float, default=None, help="smallest nodule reported (default: 3)")
     p.add_argument("--max-nodules", type=int, default=None, help="most nodules per scan (default: 20)")
     p.add_argument("--no-lung-mask", action="store_true", help="analyse the whole image, not only the lungs")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="test-time mirroring of the reported nodules' crops (8 passes each: malignancy, score, attributes and "
+        "the masks of given centres; detection probabilities stay one pass's); default: the bundle's mirror_tta",
+    )
     p.add_argument("--qc", action="store_true", help="also write qc/<case>_nodule<k>.png per nodule")
     p.add_argument(
         "--no-dicom",

@@ -8,7 +8,9 @@ native bfloat16 (Intel AMX or AVX512-BF16, AMD Zen 4+), bfloat16 autocast halves
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -16,7 +18,7 @@ from monai.inferers import Inferer
 
 from lung_nodule_mtl.utils.flags import as_bool
 
-__all__ = ["AutocastInferer", "CompiledNetwork", "cpu_bf16_native", "cuda_amp_dtype", "place_network"]
+__all__ = ["AutocastInferer", "CompiledNetwork", "MirrorInferer", "cpu_bf16_native", "cuda_amp_dtype", "place_network"]
 
 
 def cpu_bf16_native() -> bool:
@@ -114,3 +116,63 @@ class CompiledNetwork(torch.nn.Module):
         if isinstance(x, MetaTensor):
             x = x.as_tensor()
         return self.__dict__["compiled"](x, *args, **kwargs)
+
+
+def _map_tensors(out: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(out, torch.Tensor):
+        return fn(out)
+    if isinstance(out, Mapping):
+        return {k: _map_tensors(v, fn) for k, v in out.items()}
+    if isinstance(out, list | tuple):
+        return type(out)(_map_tensors(v, fn) for v in out)
+    return out
+
+
+def _add_tensors(total: Any, out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return total + out
+    if isinstance(out, Mapping):
+        return {k: _add_tensors(total[k], v) for k, v in out.items()}
+    if isinstance(out, list | tuple):
+        return type(out)(_add_tensors(a, b) for a, b in zip(total, out, strict=True))
+    return out
+
+
+def _unmirror(t: torch.Tensor, dims: list[int], spatial: tuple[int, ...]) -> torch.Tensor:
+    """An output with the input's spatial shape mirrored back along ``dims``; any other output as it is."""
+    return torch.flip(t, dims) if t.dim() == len(spatial) + 2 and tuple(t.shape[2:]) == spatial else t
+
+
+class MirrorInferer(Inferer):
+    """Test-time mirroring, as nnU-Net predicts: the network on the input and on its mirror images along every
+    combination of ``axes`` (8 passes for three axes), each output mirrored back, and the mean of the logits.
+
+    Outputs with the input's spatial shape (the mask logits) are mirrored back; the others (the heads' vectors) are
+    averaged as they are. Works for a tensor, a dict or a list of outputs (LNMSNet's dict of heads).
+
+    Args:
+        axes: spatial axes to mirror (0, 1, 2 = H, W, D of a ``(B, C, H, W, D)`` input).
+        inferer: what runs each pass (e.g. :class:`AutocastInferer`); default ``network(inputs)``.
+    """
+
+    def __init__(self, axes: Sequence[int] = (0, 1, 2), inferer: Inferer | None = None) -> None:
+        super().__init__()
+        self.axes = tuple(int(a) for a in axes)
+        if len(set(self.axes)) != len(self.axes) or any(a < 0 for a in self.axes):
+            raise ValueError(f"axes must be distinct spatial axes >= 0, got {axes!r}.")
+        self.inferer = inferer
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if any(a >= inputs.dim() - 2 for a in self.axes):
+            raise ValueError(f"axes {self.axes} do not fit an input of shape {tuple(inputs.shape)}.")
+        spatial = tuple(inputs.shape[2:])
+        combos = [c for n in range(len(self.axes) + 1) for c in itertools.combinations(self.axes, n)]
+        total: Any = None
+        for combo in combos:
+            dims = [2 + a for a in combo]
+            x = torch.flip(inputs, dims) if dims else inputs
+            out = self.inferer(x, network, *args, **kwargs) if self.inferer is not None else network(x, *args, **kwargs)
+            if dims:
+                out = _map_tensors(out, functools.partial(_unmirror, dims=dims, spatial=spatial))
+            total = out if total is None else _add_tensors(total, out)
+        return _map_tensors(total, lambda t: t / len(combos) if t.is_floating_point() else t)

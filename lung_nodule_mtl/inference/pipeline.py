@@ -24,7 +24,10 @@
    and, when the network has the detection head ``nodule`` (trained on whole-scan windows against hard
    negatives, ``bundle/configs/train_scans.yaml``), the **detection probability**; without that head it is the
    component's highest mask probability. Candidates below ``detection_threshold`` are dropped (the operating
-   point), the rest ranked by it, at most ``max_nodules``.
+   point), the rest ranked by it, at most ``max_nodules``. With ``mirror_tta`` the reported nodules' heads (and, for
+   given centres, their masks) are the mean over the crop's 8 mirror images (nnU-Net's test-time mirroring,
+   :class:`~lung_nodule_mtl.engines.MirrorInferer`); the detection probability stays the single pass's, so the
+   operating point means what it meant.
 6. **Back to the input grid**: the label map (one label per nodule, 1 = most probable) is resampled
    to exactly the input's grid and affine by nearest neighbour (MONAI's ``ResampleToMatch`` for oblique grids).
    Volumes and diameters are measured on the isotropic grid, before that resampling.
@@ -51,7 +54,7 @@ from torch import nn
 
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
-from lung_nodule_mtl.engines.inferer import cpu_bf16_native
+from lung_nodule_mtl.engines.inferer import MirrorInferer, cpu_bf16_native
 from lung_nodule_mtl.inference.fusion import MalignancyFusion
 from lung_nodule_mtl.io.geometry import equivalent_diameter_mm, outside_image, voxel_to_world, world_to_voxel
 from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
@@ -68,6 +71,8 @@ __all__ = ["NodulePrediction", "ScanPrediction", "ScanPredictor", "autocast_dtyp
 logger = logging.getLogger(__name__)
 
 _STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+_MIRROR = MirrorInferer()  # test-time mirroring along the three axes
+_NODULE_PROB = "nodule_prob"  # the detection head's probability in head_predictions
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -264,6 +269,9 @@ class ScanPredictor:
             bfloat16 on CPUs with native bfloat16, float32 elsewhere.
         keep_images: keep the isotropic image and label map in the result (for QC figures).
         model_info: provenance written with every report (bundle name and version, weights checksum).
+        mirror_tta: test-time mirroring of the nodule-centred crops (8 passes per reported nodule; the candidates
+            are still scored by one pass each): malignancy, score and attributes of the reported nodules, and the
+            masks of given centres, are the mean over the mirror images.
         malignancy_fusion: a fusion file (:mod:`lung_nodule_mtl.inference.fusion`): each nodule's
             ``malignancy_probability`` is then the network's output fused with its measured size (calibrated on
             out-of-fold predictions) and the network's own is ``malignancy_probability_network``; ``None``: the
@@ -294,6 +302,7 @@ class ScanPredictor:
         keep_images: bool = False,
         model_info: Mapping[str, Any] | None = None,
         malignancy_fusion: str | os.PathLike[str] | None = None,
+        mirror_tta: bool = False,
     ) -> None:
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
@@ -333,6 +342,7 @@ class ScanPredictor:
         self.use_lung_mask = as_bool(use_lung_mask, "use_lung_mask")
         self.snap_mm = float(snap_mm)
         self.keep_images = as_bool(keep_images, "keep_images")
+        self.mirror_tta = as_bool(mirror_tta, "mirror_tta")
         self.model_info = dict(model_info or {})
         self.fusion = MalignancyFusion.from_config(malignancy_fusion)
         if self.fusion is not None:
@@ -374,6 +384,7 @@ class ScanPredictor:
             "detection_score": "nodule head" if self.has_detection_head else "mask peak",
             "lung_mask": self.use_lung_mask,
             "precision": {None: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[self.amp_dtype],
+            "mirror_tta": self.mirror_tta,
         }
 
     # -- steps -------------------------------------------------------------------------------------------------
@@ -426,8 +437,11 @@ class ScanPredictor:
         return torch.sigmoid(logits[0, 0].float()), {"windows": windows.run, "windows_skipped": windows.skipped}
 
     @torch.inference_mode()
-    def _heads(self, iso: MetaTensor, centres_ras: Sequence[Sequence[float]]) -> tuple[list[dict], torch.Tensor]:
-        """Head predictions and mask probabilities ``(N, h, w, d)`` of the crops centred on ``centres_ras``."""
+    def _heads(
+        self, iso: MetaTensor, centres_ras: Sequence[Sequence[float]], mirror: bool = False
+    ) -> tuple[list[dict], torch.Tensor]:
+        """Head predictions and mask probabilities ``(N, h, w, d)`` of the crops centred on ``centres_ras`` (with
+        ``mirror``: the mean of the logits over each crop's 8 mirror images)."""
         if not centres_ras:
             return [], torch.zeros((0, *self.patch_size))
         # windowed at once (the crops side by side along the first axis: element-wise, the same values), then
@@ -441,7 +455,7 @@ class ScanPredictor:
             batch = torch.stack(crops[start : start + self.sw_batch_size]).to(self.device)
             batch = batch.contiguous(memory_format=torch.channels_last_3d)
             with self._autocast():
-                out = self.network(batch)
+                out = _MIRROR(batch, self.network) if mirror else self.network(batch)
             for i in range(batch.shape[0]):
                 preds.append(head_predictions({k: v[i] for k, v in out.items() if v.dim() == 2}))
             masks.append(torch.sigmoid(out[str(OutputKeys.MASK)][:, 0].float()).cpu())
@@ -647,12 +661,18 @@ class ScanPredictor:
         with _timed(timings, "heads"):
             heads, _ = self._heads(iso, centres)
             iso_labels, centres, heads, detection = self._select(iso_labels, centres, heads, scores)
+            if self.mirror_tta and centres:  # the reported nodules again, mirrored; their detection score kept
+                mirrored, _ = self._heads(iso, centres, mirror=True)
+                heads = [
+                    {**m, **({_NODULE_PROB: h[_NODULE_PROB]} if _NODULE_PROB in h else {})}
+                    for h, m in zip(heads, mirrored, strict=True)
+                ]
         return _Found(iso_labels, centres, heads, detection, "detected", counts=counts, kept_probability=kept_prob)
 
     def _analyse_given(self, iso: MetaTensor, centers_ras: Sequence[Sequence[float]]) -> _Found:
         """Given centres: the heads and the mask component at each (detection score: the head's, where it has one)."""
         centres = [list(map(float, c)) for c in centers_ras]
-        heads, crop_probs = self._heads(iso, centres)
+        heads, crop_probs = self._heads(iso, centres, mirror=self.mirror_tta)
         iso_labels, detection = self._given_components(iso, centres, crop_probs)
         if self.has_detection_head:
             detection = [h.get("nodule_prob") if d is not None else None for h, d in zip(heads, detection, strict=True)]

@@ -377,3 +377,21 @@ def test_training_is_deterministic(tmp_path: Path, dataset: Path) -> None:
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_evaluate_mirror_tta_knob(dataset: Path) -> None:
+    """evaluate.yaml's mirror_tta (as predict's): the evaluator's inferer mirrors each crop when on, plain when off."""
+    from monai.bundle import ConfigParser
+    from monai.inferers import SimpleInferer
+
+    from lung_nodule_mtl.engines import MirrorInferer
+
+    def evaluator_inferer(**overrides: object) -> object:
+        parser = ConfigParser()
+        parser.read_config([TRAIN, str(CONFIGS / "evaluate.yaml")])
+        parser.update({"dataset_dir": str(dataset), "cache_rate": 0.0, "num_workers": 0, **TINY, **overrides})
+        return parser.get_parsed_content("validate#evaluator").inferer
+
+    assert type(evaluator_inferer()) is SimpleInferer
+    assert isinstance(evaluator_inferer(mirror_tta="true"), MirrorInferer)
+    assert type(evaluator_inferer(mirror_tta="false")) is SimpleInferer

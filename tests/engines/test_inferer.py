@@ -111,3 +111,48 @@ def test_compiled_network_takes_metatensors_returns_dicts_and_shares_the_weights
     assert net.conv.weight.grad is not None and net.conv.weight.grad.abs().sum() > 0
     assert list(wrapped.state_dict()) == [f"network.{k}" for k in net.state_dict()]
     assert {id(p) for p in wrapped.parameters()} == {id(p) for p in net.parameters()}
+
+
+class _Asymmetric(nn.Module):
+    """Not mirror-equivariant: a mask map that depends on the position along each axis, and a vector head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        ramp = torch.linspace(0.0, 1.0, x.shape[2]).view(1, 1, -1, 1, 1)
+        mask = self.conv(x) + ramp
+        return {"mask": mask, "score": mask.flatten(1)[:, :3]}
+
+
+def test_mirror_inferer_is_the_mean_over_mirrored_passes() -> None:
+    from lung_nodule_mtl.engines import MirrorInferer
+
+    torch.manual_seed(0)
+    net = _Asymmetric().eval()
+    x = torch.randn(2, 1, 6, 5, 4)
+    with torch.no_grad():
+        got = MirrorInferer(axes=(0, 2))(x, net)
+        passes = []
+        for dims in ([], [2], [4], [2, 4]):
+            out = net(torch.flip(x, dims) if dims else x)
+            passes.append((torch.flip(out["mask"], dims) if dims else out["mask"], out["score"]))
+    torch.testing.assert_close(got["mask"], torch.stack([m for m, _ in passes]).mean(0))
+    torch.testing.assert_close(got["score"], torch.stack([s for _, s in passes]).mean(0))  # vectors: as they are
+    assert not torch.allclose(got["mask"], net(x)["mask"])  # the network is not symmetric: mirroring changes it
+
+
+def test_mirror_inferer_keeps_an_equivariant_network_and_checks_axes() -> None:
+    from lung_nodule_mtl.engines import MirrorInferer
+
+    net = nn.Conv3d(1, 1, 1)  # pointwise: mirror-equivariant
+    x = torch.randn(1, 1, 4, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(MirrorInferer()(x, net), net(x))
+        inner = AutocastInferer(enabled=False)
+        torch.testing.assert_close(MirrorInferer(inferer=inner)(x, net), net(x))
+    with pytest.raises(ValueError, match="distinct"):
+        MirrorInferer(axes=(0, 0))
+    with pytest.raises(ValueError, match="do not fit"):
+        MirrorInferer(axes=(3,))(x, net)

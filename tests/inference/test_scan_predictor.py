@@ -289,3 +289,46 @@ def test_old_spelling_of_the_centres_still_works_with_a_warning(phantom, make_pr
         old = predictor.predict(_image(image, affine), centres_ras=centres)
     assert [n.to_dict() for n in old.nodules] == [n.to_dict() for n in new.nodules]
     np.testing.assert_array_equal(old.labels, new.labels)
+
+
+def test_mirror_tta_averages_the_reported_heads_and_keeps_the_detection_score(phantom, threshold_net) -> None:
+    """A stand-in whose malignancy and detection logits depend on where the foreground lies along the first axis (not
+    mirror-symmetric): with ``mirror_tta`` the reported malignancy is the mean over the 8 mirror images (the position
+    term cancels), the detection probability and the operating point stay the single pass's; the masks of given
+    centres are the mean too (equal here: the stand-in's mask is pointwise)."""
+    from lung_nodule_mtl.constants import OutputKeys
+
+    class LopsidedNet(threshold_net):
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads = torch.nn.ModuleDict({str(OutputKeys.NODULE): torch.nn.Identity()})
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = super().forward(x)
+            fg = (out[str(OutputKeys.MASK)] > 0).float()
+            half = fg.shape[2] // 2
+            lopsided = (fg[:, :, :half].mean(dim=(1, 2, 3, 4)) - fg[:, :, half:].mean(dim=(1, 2, 3, 4)))[:, None]
+            out[str(OutputKeys.MALIGNANCY)] = 50.0 * lopsided
+            out[str(OutputKeys.NODULE)] = fg.mean(dim=(1, 2, 3, 4))[:, None] * 400.0 - 4.0 + 30.0 * lopsided
+            return out
+
+    image, affine, _ = phantom
+    common = {"patch_size": (32, 32, 32), "max_diameter_mm": 40.0, "device": "cpu", "detection_threshold": None}
+    plain = ScanPredictor(LopsidedNet(), **common).predict(_image(image, affine))
+    net = LopsidedNet()
+    mirrored_predictor = ScanPredictor(net, mirror_tta=True, **common)
+    assert mirrored_predictor.settings()["mirror_tta"] is True
+    mirrored = mirrored_predictor.predict(_image(image, affine))
+    assert len(plain.nodules) == len(mirrored.nodules) == 2
+    for a, b in zip(plain.nodules, mirrored.nodules, strict=True):
+        assert a.detection_probability == b.detection_probability  # one pass: the operating point is unchanged
+        assert a.center_world_mm_ras == b.center_world_mm_ras and a.volume_mm3 == b.volume_mm3
+        assert b.malignancy_probability == pytest.approx(0.5, abs=1e-6)  # the lopsided term cancels over mirrors
+    assert any(abs(a.malignancy_probability - 0.5) > 0.01 for a in plain.nodules)  # and it was there without
+    # given centres: heads and masks mirrored (the stand-in's mask is pointwise: the same labels)
+    centres = [NODULES[0].center_ras_mm]
+    given_plain = ScanPredictor(LopsidedNet(), **common).predict(_image(image, affine), centers_ras=centres)
+    given = mirrored_predictor.predict(_image(image, affine), centers_ras=centres)
+    assert np.array_equal(given.labels, given_plain.labels)
+    assert given.nodules[0].malignancy_probability == pytest.approx(0.5, abs=1e-6)
+    assert abs(given_plain.nodules[0].malignancy_probability - 0.5) > 0.01
