@@ -392,6 +392,6 @@ def test_evaluate_mirror_tta_knob(dataset: Path) -> None:
         parser.update({"dataset_dir": str(dataset), "cache_rate": 0.0, "num_workers": 0, **TINY, **overrides})
         return parser.get_parsed_content("validate#evaluator").inferer
 
-    assert type(evaluator_inferer()) is SimpleInferer
+    assert isinstance(evaluator_inferer(), MirrorInferer)  # the default, as predict's
     assert isinstance(evaluator_inferer(mirror_tta="true"), MirrorInferer)
     assert type(evaluator_inferer(mirror_tta="false")) is SimpleInferer

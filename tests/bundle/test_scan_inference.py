@@ -47,7 +47,7 @@ def test_cli_predict_with_the_bundle_weights(scans: Path, tmp_path: Path, capsys
     assert main(["predict", "-i", str(scans), "-o", str(out), "--no-progress", "--device", "cpu"]) == 0
     report = json.loads((out / "phantom.json").read_text())
     assert 1 <= report["n_nodules"] <= 20 and report["nodules"][0]["source"] == "detected"
-    assert report["settings"]["mirror_tta"] is False  # the bundle's default
+    assert report["settings"]["mirror_tta"] is True  # the bundle's default
     labels = nib.load(out / "phantom_nodules.nii.gz")
     assert labels.shape == nib.load(scans / "phantom.nii.gz").shape
     values = np.asarray(labels.dataobj)
@@ -57,8 +57,10 @@ def test_cli_predict_with_the_bundle_weights(scans: Path, tmp_path: Path, capsys
 
     given = tmp_path / "given"
     table = scans.parent / "phantom_nodule.csv"
-    assert main(["predict", "-i", str(scans), "-o", str(given), "--nodules", str(table), "--no-progress", "--tta"]) == 0
-    assert _check_given(given)["settings"]["mirror_tta"] is True  # --tta: the bundle's mirror_tta overridden
+    assert (
+        main(["predict", "-i", str(scans), "-o", str(given), "--nodules", str(table), "--no-progress", "--no-tta"]) == 0
+    )
+    assert _check_given(given)["settings"]["mirror_tta"] is False  # --no-tta: the bundle's mirror_tta overridden
 
     bad = tmp_path / "with_bad"
     bad.mkdir()
