@@ -395,3 +395,23 @@ def test_evaluate_mirror_tta_knob(dataset: Path) -> None:
     assert isinstance(evaluator_inferer(), MirrorInferer)  # the default, as predict's
     assert isinstance(evaluator_inferer(mirror_tta="true"), MirrorInferer)
     assert type(evaluator_inferer(mirror_tta="false")) is SimpleInferer
+
+
+def test_training_chains_cache_their_deterministic_head(dataset: Path) -> None:
+    """The bundle's crop chains, as the datasets hold them, reach their first random transform only after loading
+    and resampling: that head is what CacheDataset / PersistentDataset keep (nested Compose blocks once left nothing
+    cached)."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import Spacingd, Transform
+    from monai.transforms.traits import RandomizableTrait
+
+    parser = ConfigParser()
+    parser.read_config([TRAIN])
+    parser.update({"dataset_dir": str(dataset), "cache_rate": 0.0, "num_workers": 0, **TINY})
+    for key in ("train#dataset", "validate#dataset"):
+        chain = parser.get_parsed_content(key).transform
+        first_random = chain.get_index_of_first(
+            lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform)
+        )
+        head = chain.transforms if first_random is None else chain.transforms[:first_random]
+        assert any(isinstance(t, Spacingd) for t in head), (key, [type(t).__name__ for t in chain.transforms])
