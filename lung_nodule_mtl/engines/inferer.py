@@ -56,14 +56,19 @@ def place_network(network: torch.nn.Module, device: torch.device | str, channels
     return network.to(device)
 
 
-def _to_float32(out: Any) -> Any:
+def _map_tensors(out: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``fn`` on every tensor of a tensor, dict or list/tuple of outputs (nested); anything else as it is."""
     if isinstance(out, torch.Tensor):
-        return out.float() if out.is_floating_point() else out
+        return fn(out)
     if isinstance(out, Mapping):
-        return {k: _to_float32(v) for k, v in out.items()}
+        return {k: _map_tensors(v, fn) for k, v in out.items()}
     if isinstance(out, list | tuple):
-        return type(out)(_to_float32(v) for v in out)
+        return type(out)(_map_tensors(v, fn) for v in out)
     return out
+
+
+def _to_float32(out: Any) -> Any:
+    return _map_tensors(out, lambda t: t.float() if t.is_floating_point() else t)
 
 
 class AutocastInferer(Inferer):
@@ -116,16 +121,6 @@ class CompiledNetwork(torch.nn.Module):
         if isinstance(x, MetaTensor):
             x = x.as_tensor()
         return self.__dict__["compiled"](x, *args, **kwargs)
-
-
-def _map_tensors(out: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    if isinstance(out, torch.Tensor):
-        return fn(out)
-    if isinstance(out, Mapping):
-        return {k: _map_tensors(v, fn) for k, v in out.items()}
-    if isinstance(out, list | tuple):
-        return type(out)(_map_tensors(v, fn) for v in out)
-    return out
 
 
 def _add_tensors(total: Any, out: Any) -> Any:

@@ -523,7 +523,7 @@ class ScanPredictor:
         below ``detection_threshold`` dropped, the rest most probable first, at most ``max_nodules``; the label
         map renumbered to match (1 = most probable)."""
         scores = [
-            float(h.get("nodule_prob", p)) if self.has_detection_head else float(p)
+            float(h.get(_NODULE_PROB, p)) if self.has_detection_head else float(p)
             for h, p in zip(heads, peaks, strict=True)
         ]
         keep = [
@@ -675,7 +675,7 @@ class ScanPredictor:
         heads, crop_probs = self._heads(iso, centres, mirror=self.mirror_tta)
         iso_labels, detection = self._given_components(iso, centres, crop_probs)
         if self.has_detection_head:
-            detection = [h.get("nodule_prob") if d is not None else None for h, d in zip(heads, detection, strict=True)]
+            detection = [h.get(_NODULE_PROB) if d is not None else None for h, d in zip(heads, detection, strict=True)]
         warnings = [
             f"nodule {k + 1}: no mask above threshold {self.threshold} near the given centre"
             for k, d in enumerate(detection)
