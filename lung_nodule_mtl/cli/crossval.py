@@ -75,6 +75,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(cv_summary.json, cv_folds.csv, cv_table.md in --out).",
     )
     p.add_argument("--dataset-dir", default=None, help="folder with the datalist.json of prepare-vois/prepare-lidc")
+    p.add_argument(
+        "--attribute-tables",
+        nargs="+",
+        default=None,
+        help="fit the attribute models on these per_nodule.csv tables instead (default: those of the malignancy)",
+    )
     p.add_argument("--out", required=True, help="study folder: <out>/<configuration>/fold<k>/ per run")
     p.add_argument(
         "--configs", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS), help="configurations (default: all)"
@@ -104,6 +110,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     return p
 
 
+def _feature_list(text: str) -> list[str] | None:
+    """``--features`` as typed: comma-separated names, ``none`` for no model, ``measured`` / ``first`` for the
+    named sets."""
+    from lung_nodule_mtl.inference.fusion import (
+        DEFAULT_ATTRIBUTE_FEATURES,
+        DEFAULT_MALIGNANCY_FEATURES,
+        FUSION_FEATURES,
+    )
+
+    named = {"none": None, "measured": list(DEFAULT_MALIGNANCY_FEATURES), "first": list(FUSION_FEATURES),
+             "calibrate": ["malignancy_logit"],
+             "all-measured": list(DEFAULT_ATTRIBUTE_FEATURES)}  # fmt: skip
+    key = text.strip().lower()
+    if key in named:
+        return named[key]
+    return [f.strip() for f in text.split(",") if f.strip()]
+
+
 def _cmd_fit_malignancy(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -118,48 +142,81 @@ def _cmd_fit_malignancy(args: argparse.Namespace) -> int:
         tables += found
     if not tables:
         raise ValueError("give --cv-dir or --tables.")
-    fusion, report = fit_malignancy_fusion(tables, n_bootstrap=args.bootstrap)
+    fusion, report = fit_malignancy_fusion(
+        tables,
+        n_bootstrap=args.bootstrap,
+        features=_feature_list(args.features),
+        attribute_features=_feature_list(args.attribute_features),
+        attribute_tables=[Path(t) for t in args.attribute_tables] if args.attribute_tables else None,
+    )
     fusion.fitted_on["description"] = args.description
-    fusion.save(args.out)
     if args.report:
         atomic_write_json(json_safe(report), args.report)
+    fusion.save(args.out)
 
     def ci(pair: list[float]) -> str:
         return f"[{pair[0]:+.3f}, {pair[1]:+.3f}]"
 
-    _console(f"fitted on {report['n_nodules']} nodules ({report['n_malignant']} malignant) of {len(tables)} table(s); "
-             f"out of fold ({report['n_folds']} groups):")  # fmt: skip
-    _console(f"  AUC fused {report['fused_auc']:.3f}, network {report['network_auc']:.3f}, measured diameter "
-             f"{report['mask_diameter_auc']:.3f} (fused - diameter {report['fused_minus_mask_diameter']:+.3f} "
-             f"{ci(report['ci_fused_minus_mask_diameter'])})")  # fmt: skip
-    if "reference_diameter_auc" in report:
-        _console(f"  reference diameter {report['reference_diameter_auc']:.3f} (fused - it "
-                 f"{report['fused_minus_reference_diameter']:+.3f} {ci(report['ci_fused_minus_reference_diameter'])});"
-                 f" size-matched AUC fused {report['size_matched_fused']['auc']:.3f}, network "
-                 f"{report['size_matched_network']['auc']:.3f} "
-                 f"({report['size_matched_fused']['n_pairs']} pairs)")  # fmt: skip
-    b = report["brier"]
-    _console(f"  Brier fused {b['fused']:.3f}, network {b['network']:.3f}, "
-             f"diameter-only {b['mask_diameter_logistic']:.3f}")  # fmt: skip
-    coef = ", ".join(f"{n} {c:+.3f}" for n, c in zip(fusion.model.features, fusion.model.coef, strict=True))
-    _console(f"fusion: intercept {fusion.model.intercept:+.3f}, {coef} -> {args.out}")
+    if "malignancy" in report:
+        m = report["malignancy"]
+        network = f", network {m['network_auc']:.3f}" if "network_auc" in m else ""
+        _console(f"malignancy ({', '.join(m['features'])}): fitted on {m['n_nodules']} nodules "
+                 f"({m['n_malignant']} malignant) of {len(tables)} table(s); "
+                 f"out of fold ({m['n_folds']} groups):")  # fmt: skip
+        gain = f"{m['fused_minus_mask_diameter']:+.3f} {ci(m['ci_fused_minus_mask_diameter'])}"
+        _console(f"  AUC fused {m['fused_auc']:.3f}{network}, measured diameter {m['mask_diameter_auc']:.3f} "
+                 f"(fused - diameter {gain})")  # fmt: skip
+        if "reference_diameter_auc" in m:
+            _console(f"  reference diameter {m['reference_diameter_auc']:.3f} (fused - it "
+                     f"{m['fused_minus_reference_diameter']:+.3f} {ci(m['ci_fused_minus_reference_diameter'])}); "
+                     f"size-matched AUC fused {m['size_matched_fused']['auc']:.3f} "
+                     f"({m['size_matched_fused']['n_pairs']} pairs)")  # fmt: skip
+        b = m["brier"]
+        network_brier = f", network {b['network']:.3f}" if "network" in b else ""
+        _console(f"  Brier fused {b['fused']:.3f}{network_brier}, diameter-only {b['mask_diameter_logistic']:.3f}")
+    for name, r in report.get("attributes", {}).items():
+        _console(f"{name}: exact / within one, fused {r['fused']['exact']:.3f} / {r['fused']['within_one']:.3f}, "
+                 f"network {r['network']['exact']:.3f} / {r['network']['within_one']:.3f}, majority "
+                 f"{r['majority']['exact']:.3f} / {r['majority']['within_one']:.3f} ({r['n']} nodules)")  # fmt: skip
+    _console(f"fusion -> {args.out}")
     return 0
 
 
 def _register_fusion(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "fit-malignancy",
-        help="fit the malignancy fusion (network output + measured size, calibrated) on out-of-fold predictions",
-        description="Fit a logistic model of the network's malignancy logit and the log equivalent diameter of "
-        "its mask on out-of-fold predictions (evaluating's per_nodule.csv of each fold of a cross-validation, or "
-        "of one held-out set), report what it is worth out of fold (a fusion fitted on the other folds scores "
-        "each fold), and write it as JSON. Put it beside the weights it was fitted for as "
+        help="fit the late fusion (malignancy and attributes told the mask's measurements) on evaluating's tables",
+        description="Fit a logistic model of malignancy and a multinomial model per LIDC attribute on the "
+        "predicted mask's measurements (size, Hounsfield units, shape: the m_* columns of evaluating's "
+        "per_nodule.csv) and, where the predictions are out of fold, the network's malignancy logit; report what "
+        "they are worth out of fold (models fitted on the other tables score each table; one table: five groups "
+        "of patients) and write them as JSON. Put it beside the weights it was fitted for as "
         "malignancy_fusion.json: predict, scan_inferring and evaluating then use it.",
     )
     p.add_argument("--cv-dir", nargs="+", default=None, help="cross-validate configuration folder(s) with fold*/")
     p.add_argument("--tables", nargs="+", default=[], help="per_nodule.csv tables (one per fold)")
+    p.add_argument(
+        "--attribute-tables",
+        nargs="+",
+        default=None,
+        help="fit the attribute models on these per_nodule.csv tables instead (default: those of the malignancy)",
+    )
     p.add_argument("--out", required=True, help="the fusion JSON to write, e.g. bundle/models/malignancy_fusion.json")
     p.add_argument("--report", default=None, help="write the out-of-fold report to this JSON")
     p.add_argument("--description", default="", help="what the predictions are (kept in the file)")
     p.add_argument("--bootstrap", type=int, default=2000, help="patient-level bootstrap samples (default 2000)")
+    p.add_argument(
+        "--features",
+        default="first",
+        help="the malignancy model's features: comma-separated names (malignancy_logit and the measurements), "
+        "'first' (malignancy_logit,log_diameter_mm: out-of-fold network outputs), 'calibrate' (malignancy_logit "
+        "alone: Platt scaling of held-out network outputs), 'measured' (size and density of the mask, no network "
+        "output) or 'none' (default: first)",
+    )
+    p.add_argument(
+        "--attribute-features",
+        default="none",
+        help="the attribute models' features: comma-separated names, 'all-measured' (every measurement) or "
+        "'none' (default: none)",
+    )
     p.set_defaults(func=_cmd_fit_malignancy)

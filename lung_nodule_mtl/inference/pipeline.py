@@ -57,6 +57,7 @@ from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras
 from lung_nodule_mtl.engines.inferer import MirrorInferer, cpu_bf16_native
 from lung_nodule_mtl.inference.fusion import MalignancyFusion
 from lung_nodule_mtl.io.geometry import equivalent_diameter_mm, outside_image, voxel_to_world, world_to_voxel
+from lung_nodule_mtl.metrics.measurements import nodule_measurements
 from lung_nodule_mtl.networks.sliding_window import SlidingWindowAdapter
 from lung_nodule_mtl.reports.evaluation import head_predictions
 from lung_nodule_mtl.transforms.chains import AXIS_LABELS, DEFAULT_SPACING_MM, ORIENTATION
@@ -158,7 +159,9 @@ class NodulePrediction:
     source: str
     """``"detected"`` (from the sliding window) or ``"given"`` (a centre passed in)."""
     malignancy_probability_network: float | None = None
-    """The network's own malignancy output when ``malignancy_probability`` is fused with the size (else ``None``)."""
+    """The network's own malignancy output when ``malignancy_probability`` is the fusion's (else ``None``)."""
+    attributes_network: dict[str, int] | None = None
+    """The network's own ratings of the attributes the fusion rates (else ``None``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -346,7 +349,11 @@ class ScanPredictor:
         self.model_info = dict(model_info or {})
         self.fusion = MalignancyFusion.from_config(malignancy_fusion)
         if self.fusion is not None:
-            self.model_info["malignancy_fusion"] = {"file": str(malignancy_fusion), **self.fusion.model.to_dict()}
+            self.model_info["malignancy_fusion"] = {
+                "file": str(malignancy_fusion),
+                "malignancy_features": None if self.fusion.model is None else list(self.fusion.model.features),
+                "attributes": sorted(self.fusion.attribute_models),
+            }
         self.inferer = SlidingWindowInferer(
             roi_size=self.sw_roi_size,
             sw_batch_size=self.sw_batch_size,
@@ -579,13 +586,17 @@ class ScanPredictor:
         else:
             with _timed(timings, "heads"):
                 found = self._analyse_given(iso, centers_ras)
+        measurements = []
+        if self.fusion is not None:
+            with _timed(timings, "measure"):
+                measurements = self._measure(hu, found)
         with _timed(timings, "restore_grid"):
             label_dtype = np.uint16 if len(found.centres) >= 255 else np.uint8
             labels = self._resampler.labels_to(found.iso_labels.astype(label_dtype), np.asarray(iso.affine), image)
         return ScanPrediction(
             labels=labels,
             affine=in_affine,
-            nodules=self._report(found, labels, in_affine, in_shape),
+            nodules=self._report(found, labels, in_affine, in_shape, measurements),
             lung_volume_ml=None if lungs.volume_ml is None else round(lungs.volume_ml, 1),
             timings_s={k: round(v, 3) for k, v in timings.items()},
             warnings=lungs.warnings + found.warnings,
@@ -683,22 +694,42 @@ class ScanPredictor:
         ]
         return _Found(iso_labels, centres, heads, detection, "given", warnings=warnings)
 
+    def _measure(self, hu: NDArray[np.float32], found: _Found) -> list[dict[str, float] | None]:
+        """Each nodule's :func:`~lung_nodule_mtl.metrics.measurements.nodule_measurements` on its isotropic component
+        (``None`` for one without voxels)."""
+        n = len(found.centres)
+        out: list[dict[str, float] | None] = [None] * n
+        labels = found.iso_labels
+        for k, box in enumerate(ndimage.find_objects(labels, max_label=n)):
+            if box is not None:
+                grown = tuple(
+                    slice(max(s.start - 3, 0), min(s.stop + 3, size)) for s, size in zip(box, labels.shape, strict=True)
+                )
+                out[k] = nodule_measurements(hu[grown], labels[grown] == k + 1, self.spacing_mm)
+        return out
+
     def _report(
-        self, found: _Found, labels: NDArray[np.integer], in_affine: NDArray[np.float64], in_shape: tuple[int, ...]
+        self,
+        found: _Found,
+        labels: NDArray[np.integer],
+        in_affine: NDArray[np.float64],
+        in_shape: tuple[int, ...],
+        measurements: Sequence[dict[str, float] | None] = (),
     ) -> list[NodulePrediction]:
         """One :class:`NodulePrediction` per candidate: centre (RAS, LPS, input voxel), size from its isotropic
-        component, scores, the malignancy fused with the size where a fusion is given, attributes."""
+        component, scores, the malignancy and attributes of the fusion (told the component's ``measurements``)
+        where one is given, else the network's."""
         n = len(found.centres)
+        measurements = list(measurements) + [None] * (n - len(measurements))
         counts_iso = np.bincount(found.iso_labels.ravel(), minlength=n + 1)
         counts_out = np.bincount(labels.ravel().astype(np.int64), minlength=n + 1)
         nodules: list[NodulePrediction] = []
         for k, centre in enumerate(found.centres):
             volume = float(counts_iso[k + 1]) * self._voxel_mm3
             vox = world_to_voxel(in_affine, np.asarray(centre))
-            head = found.heads[k] if k < len(found.heads) else {}
+            network = found.heads[k] if k < len(found.heads) else {}
             diameter = round(equivalent_diameter_mm(volume), 3) if volume > 0 else None
-            network_prob = head.get("malignancy_prob")
-            fused = None if self.fusion is None else self.fusion(network_prob, diameter)
+            head = network if self.fusion is None else self.fusion.fuse_heads(network, measurements[k])
             nodules.append(
                 NodulePrediction(
                     label=k + 1,
@@ -711,11 +742,17 @@ class ScanPredictor:
                     volume_mm3=round(volume, 3),
                     voxels_in_label_map=int(counts_out[k + 1]),
                     detection_probability=None if (d := found.detection[k]) is None else round(float(d), 6),
-                    malignancy_probability=network_prob if fused is None else round(fused, 6),
+                    malignancy_probability=None if (p := head.get("malignancy_prob")) is None else round(p, 6),
                     malignancy_score=head.get(str(OutputKeys.MALIGNANCY_SCORE)),
                     attributes={name: int(head[name]) for name in ATTRIBUTE_CLASSES if name in head},
                     source=found.source,
-                    malignancy_probability_network=None if self.fusion is None else network_prob,
+                    malignancy_probability_network=None
+                    if (q := head.get("malignancy_prob_network")) is None
+                    else round(q, 6),
+                    attributes_network={
+                        name: int(head[f"{name}_network"]) for name in ATTRIBUTE_CLASSES if f"{name}_network" in head
+                    }
+                    or None,
                 )
             )
         return nodules

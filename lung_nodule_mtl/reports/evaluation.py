@@ -34,6 +34,12 @@ from lung_nodule_mtl.engines.metrics import mask_probability
 from lung_nodule_mtl.io.geometry import equivalent_diameter_mm
 from lung_nodule_mtl.metrics import attribute_accuracy, malignancy_report, segmentation_scores
 from lung_nodule_mtl.metrics.calibration import write_reliability_diagram
+from lung_nodule_mtl.metrics.measurements import (
+    MEASURE_WINDOW_HU,
+    MEASUREMENTS,
+    hu_from_lung_window,
+    nodule_measurements,
+)
 from lung_nodule_mtl.utils.io import atomic_write_csv, atomic_write_json, atomic_write_nifti, json_safe
 
 __all__ = ["NoduleEvaluationWriter", "NodulePredictionWriter", "SplitPredictiond", "head_predictions"]
@@ -105,6 +111,9 @@ class NoduleEvaluationWriter:
             malignancy probability is then the network's output fused with the predicted mask's size, as
             ``predict`` reports it; the network's own is kept as ``pred_malignancy_prob_network`` and scored
             apart (``malignancy_network``). ``None``: the network's output.
+        measure_channel: the input channel holding the lung window, on which the predicted mask's
+            :mod:`~lung_nodule_mtl.metrics.measurements` (``m_*`` columns) are taken; ``measure_window``: its
+            ``(low, high)`` HU (the bundle's ``windows['lung']``).
     """
 
     def __init__(
@@ -113,6 +122,8 @@ class NoduleEvaluationWriter:
         spacing_mm: Sequence[float] | float,
         threshold: float = 0.5,
         malignancy_fusion: str | Path | None = None,
+        measure_channel: int = 0,
+        measure_window: Sequence[float] = MEASURE_WINDOW_HU,
     ) -> None:
         from lung_nodule_mtl.inference.fusion import MalignancyFusion
 
@@ -125,6 +136,8 @@ class NoduleEvaluationWriter:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
         self.spacing_mm = spacing
         self.threshold = threshold
+        self.measure_channel = int(measure_channel)
+        self.measure_window = (float(measure_window[0]), float(measure_window[1]))
         self.rows: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -140,23 +153,29 @@ class NoduleEvaluationWriter:
         samples = output if isinstance(output, list) else decollate_batch(output)
         case_ids = _batch_values(engine.state.batch, Keys.CASE_ID, len(samples))
         patient_ids = _batch_values(engine.state.batch, Keys.PATIENT_ID, len(samples))
+        images = _batch_values(engine.state.batch, Keys.IMAGE, len(samples))
         for i, sample in enumerate(samples):
             pred, target = sample["pred"], sample["label"]
             row: dict[str, Any] = {"case_id": case_ids[i], "patient_id": patient_ids[i]}
-            pred_volume = None
+            pred_volume, measured = None, None
             if OutputKeys.MASK in pred:
                 mask = mask_probability(pred[OutputKeys.MASK][None].float())[0] > self.threshold
                 pred_volume = float(mask.sum()) * float(np.prod(self.spacing_mm))  # mm³
                 if Keys.LABEL in target:
                     row.update(segmentation_scores(mask, target[Keys.LABEL], spacing=self.spacing_mm))
+                measured = self._measure(images[i], mask)
             row["diameter_mm"] = _scalar(target.get(Keys.DIAMETER))
             # the size predict reports: the equivalent diameter of the predicted mask
             row["pred_diameter_mm"] = round(equivalent_diameter_mm(pred_volume), 3) if pred_volume else None
             heads = head_predictions(pred)
-            if self.fusion is not None and "malignancy_prob" in heads:
-                heads["malignancy_prob_network"] = heads["malignancy_prob"]
-                fused = self.fusion(heads["malignancy_prob"], row["pred_diameter_mm"])
-                heads["malignancy_prob"] = heads["malignancy_prob"] if fused is None else fused
+            if self.fusion is not None:
+                # without the input image, the mask's size is all that is measured
+                size = (
+                    {"log_diameter_mm": math.log(max(equivalent_diameter_mm(pred_volume), 1.0))}
+                    if pred_volume
+                    else None
+                )
+                heads = self.fusion.fuse_heads(heads, measured if measured is not None else size)
             score = _scalar(target.get(Keys.MALIGNANCY_SCORE))
             label = _scalar(target.get(Keys.MALIGNANCY))
             # the rating tells indeterminate (3) apart from missing, which the encoded label cannot
@@ -164,10 +183,21 @@ class NoduleEvaluationWriter:
             row["malignancy_score"] = score
             for key, value in heads.items():
                 row[f"pred_{key}"] = value
+            for name in MEASUREMENTS:
+                row[f"m_{name}"] = None if measured is None else measured[name]
             for name in ATTRIBUTE_CLASSES:
                 value = _scalar(target.get(name))
                 row[name] = None if value is None else int(value) + 1  # 0-based class → LIDC rating
             self.rows.append(row)
+
+    def _measure(self, image: Any, mask: torch.Tensor) -> dict[str, float] | None:
+        """The predicted mask's :func:`~lung_nodule_mtl.metrics.measurements.nodule_measurements` on the
+        input crop's lung-window channel (``None`` without an image or a mask voxel)."""
+        if image is None:
+            return None
+        channel = torch.as_tensor(image)[self.measure_channel].float().cpu().numpy()
+        hu = hu_from_lung_window(channel, self.measure_window)
+        return nodule_measurements(hu, mask.cpu().numpy().reshape(hu.shape), self.spacing_mm)
 
     def summary(self) -> dict[str, Any]:
         """The aggregated scores of the nodules collected so far."""
@@ -189,9 +219,11 @@ class NoduleEvaluationWriter:
         scored = [(p, t) for p, t in scored if t is not None]
         if scored:
             out["malignancy_score_mae"] = float(np.mean([abs(p - t) for p, t in scored]))
-        predicted = {n: [r.get(f"pred_{n}") for r in rows] for n in ATTRIBUTE_CLASSES if f"pred_{n}" in rows[0]}
-        if predicted:
-            out["attributes"] = attribute_accuracy(predicted, {n: [r[n] for r in rows] for n in predicted})
+        for key, suffix in (("attributes", ""), ("attributes_network", "_network")):
+            predicted = {n: [r.get(f"pred_{n}{suffix}") for r in rows] for n in ATTRIBUTE_CLASSES
+                         if f"pred_{n}{suffix}" in rows[0]}  # fmt: skip
+            if predicted:
+                out[key] = attribute_accuracy(predicted, {n: [r[n] for r in rows] for n in predicted})
         return out
 
     def _write(self, engine: Engine) -> None:

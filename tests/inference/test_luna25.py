@@ -148,7 +148,7 @@ def test_no_mask_with_a_fusion_gives_the_network_probability(case_dir: Path, thr
     assert probs[1] == nodules[1].malignancy_probability_network
     assert probs[0] == nodules[0].malignancy_probability and probs[2] == nodules[2].malignancy_probability
     d = nodules[0].diameter_mm
-    assert probs[0] == pytest.approx(d / (d + 10.0), abs=1e-6)  # the fused one: sigmoid(log(d / 10))
+    assert probs[0] == pytest.approx(d / (d + 10.0), abs=1e-4)  # the fused one: sigmoid(log(d / 10)), d rounded
 
 
 def test_probability_rule(case_dir: Path, predictor) -> None:

@@ -263,21 +263,35 @@ def test_detection_head_scores_ranks_and_thresholds_the_candidates(phantom, thre
 
 
 def test_malignancy_fused_with_the_measured_size(phantom, make_predictor, tmp_path) -> None:
-    from lung_nodule_mtl.inference.fusion import MalignancyFusion
+    from lung_nodule_mtl.inference.fusion import MalignancyFusion, SoftmaxModel, _Standard
     from lung_nodule_mtl.metrics.calibration import LogisticModel
 
     image, affine, _ = phantom
     plain = make_predictor().predict(_image(image, affine)).nodules
     # a fusion that ignores the network and says sigmoid(log d - log 10): 0.5 at 10 mm
     model = LogisticModel(coef=[0.0, 1.0], intercept=-math.log(10.0), features=["malignancy_logit", "log_diameter_mm"])
-    path = MalignancyFusion(model).save(tmp_path / "malignancy_fusion.json")
+    # and a texture model that rates part-solid (3) what is dense inside the mask (hu_mean > -3, in hundreds of HU),
+    # else solid (5): the opposite of the truth, so that the fused rating cannot be the network's
+    texture = SoftmaxModel(classes=[3, 5], coef=[[10.0], [0.0]], intercept=[30.0, 0.0], features=["hu_mean"])
+    unit = _Standard(["hu_mean"], [0.0], [1.0])
+    path = MalignancyFusion(model, attribute_models={"texture": (texture, unit)}).save(
+        tmp_path / "malignancy_fusion.json"
+    )
     predictor = make_predictor(malignancy_fusion=path)
     fused = predictor.predict(_image(image, affine)).nodules
-    assert predictor.model_info["malignancy_fusion"]["coef"] == [0.0, 1.0]
+    info = predictor.model_info["malignancy_fusion"]
+    assert info["malignancy_features"] == ["malignancy_logit", "log_diameter_mm"] and info["attributes"] == ["texture"]
+    assert plain and len(plain) == len(fused)
     for a, b in zip(plain, fused, strict=True):
         d = b.diameter_mm
-        assert b.malignancy_probability == pytest.approx(d / (d + 10.0), abs=1e-6)  # sigmoid(log(d / 10))
+        # sigmoid(log(d / 10)); the fusion measures the unrounded size
+        assert b.malignancy_probability == pytest.approx(d / (d + 10.0), abs=1e-4)
         assert b.malignancy_probability_network == a.malignancy_probability and a.malignancy_probability_network is None
+        assert b.attributes["texture"] == 3  # the phantom's nodules are solid
+        assert b.attributes_network == {"texture": a.attributes["texture"]} and a.attributes_network is None
+        assert {k: v for k, v in b.attributes.items() if k != "texture"} == {
+            k: v for k, v in a.attributes.items() if k != "texture"
+        }
 
 
 def test_old_spelling_of_the_centres_still_works_with_a_warning(phantom, make_predictor) -> None:
