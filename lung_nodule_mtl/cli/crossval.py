@@ -131,7 +131,7 @@ def _feature_list(text: str) -> list[str] | None:
 def _cmd_fit_malignancy(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lung_nodule_mtl.inference.fusion import fit_malignancy_fusion
+    from lung_nodule_mtl.inference.fusion import fit_malignancy_fusion, weights_fingerprint
     from lung_nodule_mtl.utils.io import atomic_write_json, json_safe
 
     tables = [Path(t) for t in args.tables]
@@ -150,6 +150,8 @@ def _cmd_fit_malignancy(args: argparse.Namespace) -> int:
         attribute_tables=[Path(t) for t in args.attribute_tables] if args.attribute_tables else None,
     )
     fusion.fitted_on["description"] = args.description
+    if args.weights:
+        fusion.fitted_on["weights"] = weights_fingerprint(args.weights)
     if args.report:
         atomic_write_json(json_safe(report), args.report)
     fusion.save(args.out)
@@ -203,6 +205,12 @@ def _register_fusion(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     p.add_argument("--out", required=True, help="the fusion JSON to write, e.g. bundle/models/malignancy_fusion.json")
     p.add_argument("--report", default=None, help="write the out-of-fold report to this JSON")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="the weights whose predictions the tables hold: their sha256 is recorded, and the fusion is not used "
+        "beside other weights",
+    )
     p.add_argument("--description", default="", help="what the predictions are (kept in the file)")
     p.add_argument("--bootstrap", type=int, default=2000, help="patient-level bootstrap samples (default 2000)")
     p.add_argument(

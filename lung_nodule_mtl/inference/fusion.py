@@ -27,6 +27,7 @@ import csv
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ __all__ = [
     "fusion_beside",
     "fusion_inputs",
     "read_oof_predictions",
+    "weights_fingerprint",
 ]
 
 FUSION_FEATURES: tuple[str, ...] = ("malignancy_logit", "log_diameter_mm")
@@ -308,16 +310,45 @@ def _standard_from(entry: Mapping[str, Any], features: list[str]) -> _Standard:
     return _Standard(features, center, scale)
 
 
+def weights_fingerprint(ckpt_file: str | os.PathLike[str]) -> dict[str, str]:
+    """``{"file", "sha256"}`` of a weights file: what a fusion records as the weights it was fitted for."""
+    import hashlib
+
+    p = Path(ckpt_file)
+    if not p.is_file():
+        raise FileNotFoundError(f"weights file not found: {str(p)!r}.")
+    digest = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"file": p.name, "sha256": digest.hexdigest()}
+
+
 def fusion_beside(ckpt_file: str | os.PathLike[str] | None) -> str | None:
     """The fusion fitted for these weights: :data:`FUSION_FILE` in the weights' folder if it exists, else ``None``.
 
     A fusion belongs to the network whose predictions it was fitted on, so it is looked up beside the
     weights, never elsewhere: other weights (a run of your own) get no fusion unless one is put beside them.
+    Where the file records the weights it was fitted for (``fitted_on.weights.sha256``, ``fit-malignancy
+    --weights``) and these are other weights (e.g. retrained in the same folder), it is not used, with a warning.
     """
     if ckpt_file in (None, ""):
         return None
     path = Path(str(ckpt_file)).parent / FUSION_FILE
-    return str(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        expected = json.loads(path.read_text(encoding="utf-8"))["fitted_on"]["weights"]["sha256"]
+    except (ValueError, KeyError, TypeError):
+        return str(path)  # no record of the weights (or a broken file: load names the problem)
+    if Path(str(ckpt_file)).is_file() and weights_fingerprint(str(ckpt_file))["sha256"] != expected:
+        warnings.warn(
+            f"{path}: fitted for other weights (sha256 {str(expected)[:12]}…) than {str(ckpt_file)!r}; not used. "
+            "Refit it for these weights (lung-nodule-mtl fit-malignancy --weights) or remove it.",
+            stacklevel=2,
+        )
+        return None
+    return str(path)
 
 
 def _float(value: str | None) -> float:

@@ -27,6 +27,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor, decollate_batch
 from monai.transforms import MapTransform
+from numpy.typing import NDArray
 
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.constants import ATTRIBUTE_CLASSES, IGNORE_INDEX, Keys, OutputKeys, malignancy_label_from_score
@@ -51,6 +52,21 @@ def _scalar(value: Any) -> float | None:
         return None
     v = float(torch.as_tensor(value).reshape(-1)[0])
     return None if (math.isnan(v) or v == IGNORE_INDEX) else v
+
+
+def measure_crop(
+    image: Any, mask: torch.Tensor | NDArray[Any], spacing_mm: Sequence[float] | float, channel: int = 0,
+    window: Sequence[float] = MEASURE_WINDOW_HU,
+) -> dict[str, float] | None:  # fmt: skip
+    """The predicted ``mask``'s :func:`~lung_nodule_mtl.metrics.measurements.nodule_measurements` on the input
+    crop's lung-window ``channel`` (``(C, H, W, D)``; ``window`` its HU range); ``None`` without an image or a
+    mask voxel."""
+    if image is None:
+        return None
+    data = torch.as_tensor(image)[channel].float().cpu().numpy()
+    hu = hu_from_lung_window(data, window)
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    return nodule_measurements(hu, m.reshape(hu.shape), spacing_mm)
 
 
 def head_predictions(pred: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -191,13 +207,7 @@ class NoduleEvaluationWriter:
             self.rows.append(row)
 
     def _measure(self, image: Any, mask: torch.Tensor) -> dict[str, float] | None:
-        """The predicted mask's :func:`~lung_nodule_mtl.metrics.measurements.nodule_measurements` on the
-        input crop's lung-window channel (``None`` without an image or a mask voxel)."""
-        if image is None:
-            return None
-        channel = torch.as_tensor(image)[self.measure_channel].float().cpu().numpy()
-        hu = hu_from_lung_window(channel, self.measure_window)
-        return nodule_measurements(hu, mask.cpu().numpy().reshape(hu.shape), self.spacing_mm)
+        return measure_crop(image, mask, self.spacing_mm, self.measure_channel, self.measure_window)
 
     def summary(self) -> dict[str, Any]:
         """The aggregated scores of the nodules collected so far."""
@@ -249,6 +259,12 @@ class SplitPredictiond(MapTransform):
         keys: the prediction key (``"pred"``).
         heads_key: where to put the head outputs.
         image_key: key of the input image whose meta the mask inherits.
+        malignancy_fusion: a fusion file (:class:`~lung_nodule_mtl.inference.fusion.MalignancyFusion`, the
+            bundle's: the one beside the weights): the heads are then the fusion's, told the predicted mask's
+            measurements on the crop (mask probability > ``threshold``), as ``evaluating`` and ``predict`` report
+            them, with the network's own beside them (``<head>_network``); ``None``: the network's.
+        threshold: mask probability above which a voxel is measured as nodule.
+        measure_channel, measure_window: the crop's lung-window channel and its HU range.
     """
 
     def __init__(
@@ -257,10 +273,20 @@ class SplitPredictiond(MapTransform):
         heads_key: str = "pred_heads",
         image_key: str = Keys.IMAGE,
         allow_missing_keys: bool = False,
+        malignancy_fusion: str | Path | None = None,
+        threshold: float = 0.5,
+        measure_channel: int = 0,
+        measure_window: Sequence[float] = MEASURE_WINDOW_HU,
     ) -> None:
+        from lung_nodule_mtl.inference.fusion import MalignancyFusion
+
         super().__init__(keys, allow_missing_keys)
         self.heads_key = heads_key
         self.image_key = image_key
+        self.fusion = MalignancyFusion.from_config(malignancy_fusion)
+        self.threshold = float(threshold)
+        self.measure_channel = int(measure_channel)
+        self.measure_window = (float(measure_window[0]), float(measure_window[1]))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -268,13 +294,19 @@ class SplitPredictiond(MapTransform):
             pred = d[key]
             if not isinstance(pred, Mapping):
                 raise TypeError(f"{key!r} must be the network's dict of outputs, got {type(pred).__name__}.")
-            d[self.heads_key] = head_predictions(pred)
+            heads = head_predictions(pred)
+            measured = None
             if OutputKeys.MASK in pred:
                 prob = mask_probability(pred[OutputKeys.MASK][None].float())[0]
                 image = d.get(self.image_key)
+                if self.fusion is not None:
+                    spacing = image.pixdim.tolist() if isinstance(image, MetaTensor) else 1.0
+                    measured = measure_crop(image, prob > self.threshold, spacing, self.measure_channel,
+                                            self.measure_window)  # fmt: skip
                 if isinstance(image, MetaTensor):
                     prob = MetaTensor(prob, affine=image.affine, meta=dict(image.meta))
                 d[key] = prob
+            d[self.heads_key] = heads if self.fusion is None else self.fusion.fuse_heads(heads, measured)
         return d
 
 

@@ -191,8 +191,10 @@ def summary_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             "malignancy_score": n.get("malignancy_score"),
         }
         row.update(n.get("attributes", {}))
-        if n.get("malignancy_probability_network") is not None:  # the probability above is fused with the size
+        if n.get("malignancy_probability_network") is not None:  # the probability above is the fusion's
             row["malignancy_probability_network"] = n["malignancy_probability_network"]
+        # the network's own ratings of the attributes the fusion rates
+        row.update({f"{name}_network": v for name, v in (n.get("attributes_network") or {}).items()})
         row["source"] = n.get("source")
         row["model_version"] = report.get("model", {}).get("package_version")
         rows.append(row)

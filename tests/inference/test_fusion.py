@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -239,7 +240,10 @@ def test_fit_malignancy_cli_measured_features(tmp_path: Path, capsys: pytest.Cap
     parser = argparse.ArgumentParser(prog="lung-nodule-mtl")
     register(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / FUSION_FILE
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"w")
     args = parser.parse_args(["fit-malignancy", "--tables", *map(str, tables[:1]), "--features", "calibrate",
+                              "--weights", str(weights),
                               "--attribute-features", "calcified_fraction,hu_mean", "--attribute-tables",
                               *map(str, tables), "--out", str(out), "--bootstrap", "50"])  # fmt: skip
     assert args.func(args) == 0
@@ -248,3 +252,25 @@ def test_fit_malignancy_cli_measured_features(tmp_path: Path, capsys: pytest.Cap
     assert "calcification: exact / within one, fused" in printed and "(480 nodules)" in printed
     fusion = MalignancyFusion.load(out)
     assert fusion.features == ["malignancy_logit", "calcified_fraction", "hu_mean"]
+    assert fusion.fitted_on["weights"]["sha256"] == hashlib.sha256(b"w").hexdigest()
+    assert fusion_beside(weights) == str(out)
+
+
+def test_a_fusion_fitted_for_other_weights_is_not_used(tmp_path: Path) -> None:
+    from lung_nodule_mtl.inference.fusion import weights_fingerprint
+
+    ckpt = tmp_path / "models" / "model.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"weights one")
+    model = LogisticModel(coef=[1.0], intercept=0.0, features=["malignancy_logit"])
+    path = MalignancyFusion(model, {"weights": weights_fingerprint(ckpt)}).save(ckpt.parent / FUSION_FILE)
+    assert weights_fingerprint(ckpt)["file"] == "model.pt" and len(weights_fingerprint(ckpt)["sha256"]) == 64
+    assert fusion_beside(ckpt) == str(path)
+    ckpt.write_bytes(b"weights two: retrained in the same folder")
+    with pytest.warns(UserWarning, match=r"fitted for other weights .* not used"):
+        assert fusion_beside(ckpt) is None
+    # a fusion without the record is used beside any weights (files of the first version)
+    MalignancyFusion(model, {}).save(path)
+    assert fusion_beside(ckpt) == str(path)
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        weights_fingerprint(tmp_path / "none.pt")
