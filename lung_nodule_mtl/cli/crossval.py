@@ -75,12 +75,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(cv_summary.json, cv_folds.csv, cv_table.md in --out).",
     )
     p.add_argument("--dataset-dir", default=None, help="folder with the datalist.json of prepare-vois/prepare-lidc")
-    p.add_argument(
-        "--attribute-tables",
-        nargs="+",
-        default=None,
-        help="fit the attribute models on these per_nodule.csv tables instead (default: those of the malignancy)",
-    )
     p.add_argument("--out", required=True, help="study folder: <out>/<configuration>/fold<k>/ per run")
     p.add_argument(
         "--configs", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS), help="configurations (default: all)"

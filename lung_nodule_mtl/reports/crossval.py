@@ -16,7 +16,7 @@ import numpy as np
 from lung_nodule_mtl.engines.crossval import ABLATION_DESCRIPTIONS, ABLATIONS
 from lung_nodule_mtl.utils.io import atomic_write, atomic_write_csv, atomic_write_json, json_safe, read_json_or_none
 
-__all__ = ["format_cross_validation_table", "pooled_malignancy", "summarise_cross_validation"]
+__all__ = ["format_cross_validation_table", "pooled_fusion", "pooled_malignancy", "summarise_cross_validation"]
 
 
 def _flatten(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -123,6 +123,61 @@ def pooled_malignancy(config_dir: Path, folds: Sequence[int], n_bootstrap: int =
     return out
 
 
+FUSION_VARIANTS: dict[str, tuple[str, ...]] = {
+    "network logit + size": ("malignancy_logit", "log_diameter_mm"),
+    "size + density (no network)": ("log_diameter_mm", "hu_mean", "calcified_fraction", "ground_glass_fraction"),
+    "network logit + size + density": (
+        "malignancy_logit",
+        "log_diameter_mm",
+        "hu_mean",
+        "calcified_fraction",
+        "ground_glass_fraction",
+    ),
+}
+"""The late fusions :func:`pooled_fusion` judges (``fit-malignancy --features``)."""
+
+
+def pooled_fusion(config_dir: Path, folds: Sequence[int], n_bootstrap: int = 2000) -> dict[str, Any] | None:
+    """What a late fusion of the out-of-fold predictions adds, judged out of fold again.
+
+    For each of :data:`FUSION_VARIANTS` and each fold, a fusion fitted on the **other** folds' out-of-fold
+    predictions and predicted-mask measurements (``m_*`` columns of ``per_nodule.csv``) scores the fold
+    (:func:`~lung_nodule_mtl.inference.fusion.fit_malignancy_fusion`): pooled AUC with its patient-level
+    interval, the difference to the reference and to the predicted mask's diameter, the size-matched AUC and
+    the Brier score; per attribute, the exact accuracy of a model of the measurements beside the network's and
+    the majority rating's. ``None`` where the tables lack the measurements (evaluated before they existed) or a
+    malignancy head, or a fold is missing.
+    """
+    import csv
+
+    from lung_nodule_mtl.inference.fusion import DEFAULT_ATTRIBUTE_FEATURES, fit_malignancy_fusion
+
+    tables = [config_dir / f"fold{k}" / "evaluation" / "per_nodule.csv" for k in folds]
+    if len(tables) < 2 or not all(t.is_file() for t in tables):
+        return None
+    with open(tables[0], newline="") as f:
+        names = set(csv.DictReader(f).fieldnames or [])
+    if not {"m_log_diameter_mm", "pred_malignancy_prob", "pred_diameter_mm"} <= names:
+        return None
+    out: dict[str, Any] = {"malignancy": {}}
+    keep = ("n_nodules", "fused_auc", "ci_fused", "mask_diameter_auc", "fused_minus_mask_diameter",
+            "ci_fused_minus_mask_diameter", "reference_diameter_auc", "fused_minus_reference_diameter",
+            "ci_fused_minus_reference_diameter", "size_matched_fused", "brier", "ece", "network_auc")  # fmt: skip
+    measured = [f for f in DEFAULT_ATTRIBUTE_FEATURES if f"m_{f}" in names]  # the tables' measurements
+    try:
+        for name, features in FUSION_VARIANTS.items():
+            if any(f != "malignancy_logit" and f not in measured for f in features):
+                continue
+            _, report = fit_malignancy_fusion(tables, n_bootstrap=n_bootstrap, features=features)
+            m = report["malignancy"]
+            out["malignancy"][name] = {"features": list(features), **{k: m[k] for k in keep if k in m}}
+        _, report = fit_malignancy_fusion(tables, features=None, attribute_features=measured)
+    except ValueError:
+        return None  # too few rated nodules to fit on
+    out["attributes"] = report["attributes"]
+    return out
+
+
 def summarise_cross_validation(
     out_dir: str | os.PathLike[str],
     configs: Sequence[str] | None = None,
@@ -186,6 +241,9 @@ def summarise_cross_validation(
         pooled = pooled_malignancy(out / name, entry["folds"], n_bootstrap=n_bootstrap)
         if pooled is not None:
             entry["pooled_malignancy"] = pooled
+        fused = pooled_fusion(out / name, entry["folds"], n_bootstrap=n_bootstrap)
+        if fused is not None:
+            entry["pooled_fusion"] = fused
     summary = json_safe(summary)
     atomic_write_json(summary, out / "cv_summary.json")
     atomic_write_csv(rows, out / "cv_folds.csv")
@@ -223,6 +281,10 @@ def _interval(low_high: Sequence[float | None]) -> str:
     return "—" if None in low_high else f"[{low_high[0]:.3f}, {low_high[1]:.3f}]"
 
 
+def _signed(low_high: Sequence[float | None]) -> str:
+    return "—" if None in low_high else f"[{low_high[0]:+.3f}, {low_high[1]:+.3f}]"
+
+
 def format_cross_validation_table(summary: Mapping[str, Any]) -> str:
     """A markdown table: one row per configuration, mean ± sd over folds, (paired Δ vs the reference)."""
     header = ["configuration", "folds", *(title for _, title, _ in TABLE_COLUMNS)]
@@ -256,6 +318,30 @@ def format_cross_validation_table(summary: Mapping[str, Any]) -> str:
                 + (f"{oof['sensitivity']:.3f} / {oof['specificity']:.3f}" if oof else "—")
                 + " |"
             )  # fmt: skip
+    fusions = {n: e["pooled_fusion"] for n, e in summary["configs"].items() if e.get("pooled_fusion")}
+    if fusions:
+        lines += [
+            "",
+            "| configuration | late fusion, fitted on the other folds | pooled AUC [95% CI] | − reference diameter "
+            "[95% CI] | − predicted mask's diameter [95% CI] | size-matched AUC (pairs) | Brier |",
+            "|" + " --- |" * 7,
+        ]
+        for name, f in fusions.items():
+            for variant, m in f["malignancy"].items():
+                matched = m.get("size_matched_fused")
+                ref = (f"{m['fused_minus_reference_diameter']:+.3f} {_signed(m['ci_fused_minus_reference_diameter'])}"
+                       if "fused_minus_reference_diameter" in m else "—")  # fmt: skip
+                lines.append(
+                    f"| {name} | {variant} | {m['fused_auc']:.3f} {_interval(m['ci_fused'])} | {ref} | "
+                    f"{m['fused_minus_mask_diameter']:+.3f} {_signed(m['ci_fused_minus_mask_diameter'])} | "
+                    + (f"{matched['auc']:.3f} ({matched['n_pairs']})" if matched else "—")
+                    + f" | {m['brier']['fused']:.3f} |"
+                )  # fmt: skip
+        lines += ["", "| configuration | attribute | exact: measurements / network / majority |", "| --- | --- | --- |"]
+        for name, f in fusions.items():
+            for attribute, r in f["attributes"].items():
+                lines.append(f"| {name} | {attribute} | {r['fused']['exact']:.3f} / {r['network']['exact']:.3f} / "
+                             f"{r['majority']['exact']:.3f} |")  # fmt: skip
     attributes = sorted(
         {k.removesuffix("_accuracy") for e in summary["configs"].values() for k in e if k.endswith("_accuracy")}
         - {"malignancy"}

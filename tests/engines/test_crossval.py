@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lung_nodule_mtl.engines.crossval import ABLATIONS, NO_VALIDATION_INTERVAL, plan_cross_validation
@@ -97,6 +98,7 @@ def test_summary_means_sds_and_paired_differences(tmp_path: Path) -> None:
     assert pooled["model_auc"] == pytest.approx(1 - 9 / 144)
     assert pooled["difference"] == pytest.approx(-9 / 144) and pooled["ci_difference"][1] <= 0.0
     assert "pooled_malignancy" not in ablation
+    assert "pooled_fusion" not in multitask  # tables without the measurements (m_* columns)
     # size-matched (3 mm): each fold's 8 mm malignant with a 7 mm benign, 9 with 6; 10 and 11 have no benign
     # within 3 mm left. Malignant scores 0.25, 0.5 against benign 0.45, 0.2: 27 of 36 pairs ordered
     matched = pooled["size_matched"]
@@ -206,3 +208,38 @@ def test_gpu_slots_are_dealt_round_robin(
         assert peak[g] <= (share[g] if gpus else jobs)
     with pytest.raises(ValueError, match="gpus"):
         crossval.run_cross_validation(dataset, runs, jobs=2, gpus=[])
+
+
+def test_summary_judges_late_fusions_of_the_out_of_fold_tables(tmp_path: Path) -> None:
+    """Out-of-fold tables with the predicted masks' measurements: malignancy follows size and density, the network
+    sees size only, calcification ratings follow the calcified fraction; each fusion is fitted on the other folds."""
+    rng = np.random.default_rng(3)
+    for fold in range(4):
+        _write_metrics(tmp_path, "multitask", fold, 0.8, 0.8, spiculation=0.6)
+        d = rng.uniform(4, 30, 100)
+        hu = rng.normal(-1.0, 2.0, 100)
+        calcified = rng.uniform(0, 1, 100) ** 3
+        glass = rng.uniform(0, 1, 100)  # says nothing
+        risk = 2.0 * (np.log(d) - np.log(12)) + 1.2 * (hu + 1.0) - 4.0 * calcified
+        y = (rng.uniform(size=100) < 1 / (1 + np.exp(-risk))).astype(int)
+        p = 1 / (1 + np.exp(-(np.log(d) - np.log(12))))
+        rows = ["case_id,patient_id,diameter_mm,pred_diameter_mm,malignancy,pred_malignancy_prob,pred_calcification,"
+                "m_log_diameter_mm,m_hu_mean,m_calcified_fraction,m_ground_glass_fraction,calcification"]  # fmt: skip
+        rows += [f"c{fold}_{i},p{fold}_{i},{d[i]:.3f},{d[i]:.3f},{y[i]},{p[i]:.6f},6,{np.log(d[i]):.6f},{hu[i]:.6f},"
+                 f"{calcified[i]:.6f},{glass[i]:.6f},{3 if calcified[i] > 0.3 else 6}" for i in range(100)]  # fmt: skip
+        (tmp_path / "multitask" / f"fold{fold}" / "evaluation" / "per_nodule.csv").write_text("\n".join(rows) + "\n")
+    summary = summarise_cross_validation(tmp_path, ["multitask"], n_bootstrap=100)
+    fusion = summary["configs"]["multitask"]["pooled_fusion"]
+    variants = fusion["malignancy"]
+    assert list(variants) == ["network logit + size", "size + density (no network)", "network logit + size + density"]
+    dense = variants["size + density (no network)"]
+    assert dense["n_nodules"] == 400 and dense["fused_minus_mask_diameter"] > 0.03
+    assert dense["ci_fused_minus_mask_diameter"][0] > 0
+    # the network knows the size only: with it and the density the fusion beats the network and the size alone
+    both = variants["network logit + size + density"]
+    assert both["fused_auc"] > both["network_auc"] + 0.03
+    assert variants["network logit + size"]["fused_auc"] < dense["fused_auc"]
+    calc = fusion["attributes"]["calcification"]
+    assert calc["fused"]["exact"] > calc["majority"]["exact"] + 0.1 == pytest.approx(calc["network"]["exact"] + 0.1)
+    table = (tmp_path / "cv_table.md").read_text(encoding="utf-8")
+    assert "| multitask | size + density (no network) | " in table and "| multitask | calcification | " in table
