@@ -11,9 +11,11 @@ fitted on out-of-fold predictions, the network's own malignancy logit::
 
 Both are fitted to the readers' labels (the malignancy model is a calibration: Platt scaling with more inputs).
 The fitted models are a small JSON file beside the weights (``bundle/models/malignancy_fusion.json``), read by
-``predict`` / ``scan_inferring`` (:class:`~lung_nodule_mtl.inference.pipeline.ScanPredictor`) and by
-``evaluating`` (:class:`~lung_nodule_mtl.reports.evaluation.NoduleEvaluationWriter`), which measure the mask the
-same way; ``lung-nodule-mtl fit-malignancy`` fits it (:func:`fit_malignancy_fusion`) on ``evaluating``'s
+``predict`` / ``scan_inferring`` (:class:`~lung_nodule_mtl.inference.pipeline.ScanPredictor`), ``evaluating``
+(:class:`~lung_nodule_mtl.reports.evaluation.NoduleEvaluationWriter`) and ``inferring``
+(:class:`~lung_nodule_mtl.reports.evaluation.SplitPredictiond`), which measure the mask the same way; where it
+records the weights it was fitted for (``fitted_on.weights``), it is not used beside others (:func:`fusion_beside`);
+``lung-nodule-mtl fit-malignancy`` fits it (:func:`fit_malignancy_fusion`) on ``evaluating``'s
 ``per_nodule.csv`` tables. Files of the first version (``malignancy_logit`` + ``log_diameter_mm``, no
 standardisation, no attributes) still load.
 
