@@ -241,6 +241,8 @@ class _Found:
     warnings: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     kept_probability: NDArray[np.float32] | None = None
+    crop_probs: torch.Tensor | None = None
+    """Mask probability ``(n, h, w, d)`` of the crop centred on each nodule (what the fusion's measurements read)."""
 
 
 class ScanPredictor:
@@ -475,26 +477,31 @@ class ScanPredictor:
         shape = tuple(int(s) for s in iso.shape[1:])
         labels = np.zeros(shape, dtype=np.int32)
         scores: list[float | None] = []
-        spacing = np.asarray(self.spacing_mm)
-        half = np.asarray(self.patch_size) // 2
         for k, centre in enumerate(centres_ras):
             prob = crop_probs[k].numpy()
-            comp, n = ndimage.label(prob > self.threshold, structure=_STRUCTURE_26)
-            chosen = int(comp[tuple(half)]) if n else 0
-            if n and chosen == 0:  # nearest component within snap_mm of the centre
-                dist, idx = ndimage.distance_transform_edt(comp == 0, sampling=spacing, return_indices=True)
-                if dist[tuple(half)] <= self.snap_mm:
-                    chosen = int(comp[tuple(int(i[tuple(half)]) for i in idx)])
-            if chosen == 0:
+            component = self._centre_component(prob)
+            if component is None:
                 scores.append(None)
                 continue
-            scores.append(float(prob[comp == chosen].max()))
+            scores.append(float(prob[component].max()))
             start, end = nodule_roi(shape, iso.affine, centre, self.patch_size)
             src = tuple(slice(max(-s, 0), (e - s) - max(e - n, 0)) for s, e, n in zip(start, end, shape, strict=True))
             dst = tuple(slice(max(s, 0), min(e, n)) for s, e, n in zip(start, end, shape, strict=True))
-            region = (comp[src] == chosen) & (labels[dst] == 0)  # a voxel already claimed stays with its nodule
+            region = component[src] & (labels[dst] == 0)  # a voxel already claimed stays with its nodule
             labels[dst][region] = k + 1
         return labels, scores
+
+    def _centre_component(self, prob: NDArray[np.float32]) -> NDArray[np.bool_] | None:
+        """The mask component of a centred crop's probability at its centre, else the nearest within ``snap_mm``;
+        ``None`` where there is none."""
+        half = tuple(np.asarray(prob.shape) // 2)
+        comp, n = ndimage.label(prob > self.threshold, structure=_STRUCTURE_26)
+        chosen = int(comp[half]) if n else 0
+        if n and chosen == 0:  # nearest component within snap_mm of the centre
+            dist, idx = ndimage.distance_transform_edt(comp == 0, sampling=self.spacing_mm, return_indices=True)
+            if dist[half] <= self.snap_mm:
+                chosen = int(comp[tuple(int(i[half]) for i in idx)])
+        return None if chosen == 0 else comp == chosen
 
     def _detect(
         self, prob: NDArray[np.float32], voxel_mm3: float
@@ -525,10 +532,10 @@ class ScanPredictor:
 
     def _select(
         self, labels: NDArray[np.int32], centres: list, heads: list[dict], peaks: Sequence[float]
-    ) -> tuple[NDArray[np.int32], list, list[dict], list[float | None]]:
+    ) -> tuple[NDArray[np.int32], list, list[dict], list[float | None], list[int]]:
         """The operating point: detection probability (the ``nodule`` head, else the mask peak) per candidate, those
         below ``detection_threshold`` dropped, the rest most probable first, at most ``max_nodules``; the label
-        map renumbered to match (1 = most probable)."""
+        map renumbered to match (1 = most probable), and the kept candidates' indices."""
         scores = [
             float(h.get(_NODULE_PROB, p)) if self.has_detection_head else float(p)
             for h, p in zip(heads, peaks, strict=True)
@@ -541,7 +548,7 @@ class ScanPredictor:
         lut = np.zeros(len(scores) + 1, dtype=np.int32)
         for rank, i in enumerate(keep):
             lut[i + 1] = rank + 1
-        return lut[labels], [centres[i] for i in keep], [heads[i] for i in keep], [scores[i] for i in keep]
+        return lut[labels], [centres[i] for i in keep], [heads[i] for i in keep], [scores[i] for i in keep], keep
 
     # -- the whole scan ----------------------------------------------------------------------------------------
 
@@ -589,7 +596,7 @@ class ScanPredictor:
         measurements = []
         if self.fusion is not None:
             with _timed(timings, "measure"):
-                measurements = self._measure(hu, found)
+                measurements = self._measure(iso, hu, found)
         with _timed(timings, "restore_grid"):
             label_dtype = np.uint16 if len(found.centres) >= 255 else np.uint8
             labels = self._resampler.labels_to(found.iso_labels.astype(label_dtype), np.asarray(iso.affine), image)
@@ -670,15 +677,17 @@ class ScanPredictor:
             offset = np.asarray([s.start for s in box], dtype=np.float64)
             centres = [voxel_to_world(np.asarray(iso.affine), c + offset).tolist() for c in centres_box]
         with _timed(timings, "heads"):
-            heads, _ = self._heads(iso, centres)
-            iso_labels, centres, heads, detection = self._select(iso_labels, centres, heads, scores)
+            heads, crop_probs = self._heads(iso, centres)
+            iso_labels, centres, heads, detection, keep = self._select(iso_labels, centres, heads, scores)
+            crop_probs = crop_probs[keep]
             if self.mirror_tta and centres:  # the reported nodules again, mirrored; their detection score kept
-                mirrored, _ = self._heads(iso, centres, mirror=True)
+                mirrored, crop_probs = self._heads(iso, centres, mirror=True)
                 heads = [
                     {**m, **({_NODULE_PROB: h[_NODULE_PROB]} if _NODULE_PROB in h else {})}
                     for h, m in zip(heads, mirrored, strict=True)
                 ]
-        return _Found(iso_labels, centres, heads, detection, "detected", counts=counts, kept_probability=kept_prob)
+        return _Found(iso_labels, centres, heads, detection, "detected", counts=counts, kept_probability=kept_prob,
+                      crop_probs=crop_probs)  # fmt: skip
 
     def _analyse_given(self, iso: MetaTensor, centers_ras: Sequence[Sequence[float]]) -> _Found:
         """Given centres: the heads and the mask component at each (detection score: the head's, where it has one)."""
@@ -692,16 +701,23 @@ class ScanPredictor:
             for k, d in enumerate(detection)
             if d is None
         ]
-        return _Found(iso_labels, centres, heads, detection, "given", warnings=warnings)
+        return _Found(iso_labels, centres, heads, detection, "given", warnings=warnings, crop_probs=crop_probs)
 
-    def _measure(self, hu: NDArray[np.float32], found: _Found) -> list[dict[str, float] | None]:
-        """Each nodule's :func:`~lung_nodule_mtl.metrics.measurements.nodule_measurements` on its isotropic component
-        (``None`` for one without voxels)."""
+    def _measure(self, iso: MetaTensor, hu: NDArray[np.float32], found: _Found) -> list[dict[str, float] | None]:
+        """Each nodule's :func:`~lung_nodule_mtl.metrics.measurements.nodule_measurements`, taken as ``evaluating``
+        takes them (and the fusion was fitted): on the mask of the crop centred on the nodule (its component at the
+        centre); where that crop has none, on the nodule's component of the label map; ``None`` without either."""
         n = len(found.centres)
         out: list[dict[str, float] | None] = [None] * n
+        if found.crop_probs is not None:
+            for k, centre in enumerate(found.centres):
+                component = self._centre_component(found.crop_probs[k].numpy())
+                if component is not None:
+                    crop = cast(MetaTensor, self._crop(iso, centre)).as_tensor()[0].numpy()
+                    out[k] = nodule_measurements(crop, component, self.spacing_mm)
         labels = found.iso_labels
         for k, box in enumerate(ndimage.find_objects(labels, max_label=n)):
-            if box is not None:
+            if box is not None and out[k] is None:
                 grown = tuple(
                     slice(max(s.start - 3, 0), min(s.stop + 3, size)) for s, size in zip(box, labels.shape, strict=True)
                 )

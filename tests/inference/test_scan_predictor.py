@@ -346,3 +346,28 @@ def test_mirror_tta_averages_the_reported_heads_and_keeps_the_detection_score(ph
     assert np.array_equal(given.labels, given_plain.labels)
     assert given.nodules[0].malignancy_probability == pytest.approx(0.5, abs=1e-6)
     assert abs(given_plain.nodules[0].malignancy_probability - 0.5) > 0.01
+
+
+def test_the_fusion_measures_the_centred_crop_mask_else_the_label_map(make_predictor) -> None:
+    """As evaluating measures (and the fusion was fitted): the component at the centre of the nodule's crop mask,
+    not the label map's (a whole-scan component can be cut short); the label map's where the crop has none."""
+    from lung_nodule_mtl.inference.pipeline import _Found
+
+    predictor = make_predictor()
+    shape = (64, 64, 64)
+    z, y, x = np.indices(shape) - 32.0
+    hu = np.where(z**2 + y**2 + x**2 <= 36, 40.0, -850.0).astype(np.float32)  # a 12 mm nodule at the centre
+    iso = MetaTensor(torch.from_numpy(hu)[None], affine=torch.eye(4, dtype=torch.float64))
+    labels = (z**2 + y**2 + x**2 <= 9).astype(np.int32)  # the label map holds a 6 mm piece of it
+    centre = [32.0, 32.0, 32.0]
+    c = np.indices((32, 32, 32)) - 16.0
+    crop = torch.from_numpy(((c**2).sum(0) <= 36).astype(np.float32))[None]  # the crop's mask: all of it
+    found = _Found(labels, [centre], [{}], [0.9], "detected", crop_probs=crop)
+    [m] = predictor._measure(iso, hu, found)
+    assert m is not None and np.exp(m["log_diameter_mm"]) == pytest.approx(12.0, rel=0.05)
+    assert m["hu_mean"] == pytest.approx(0.4)
+    # no mask in the crop: the label map's component is measured
+    [m] = predictor._measure(iso, hu, _Found(labels, [centre], [{}], [0.9], "detected", crop_probs=crop * 0))
+    assert m is not None and np.exp(m["log_diameter_mm"]) == pytest.approx(6.0, rel=0.1)
+    [m] = predictor._measure(iso, hu, _Found(labels * 0, [centre], [{}], [0.9], "detected", crop_probs=crop * 0))
+    assert m is None
