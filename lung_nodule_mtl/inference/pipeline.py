@@ -733,8 +733,8 @@ class ScanPredictor:
         measurements: Sequence[dict[str, float] | None] = (),
     ) -> list[NodulePrediction]:
         """One :class:`NodulePrediction` per candidate: centre (RAS, LPS, input voxel), size from its isotropic
-        component, scores, the malignancy and attributes of the fusion (told the component's ``measurements``)
-        where one is given, else the network's."""
+        component, scores, the malignancy and attributes of the fusion (told the nodule's ``measurements``:
+        :meth:`_measure`) where one is given, else the network's."""
         n = len(found.centres)
         measurements = list(measurements) + [None] * (n - len(measurements))
         counts_iso = np.bincount(found.iso_labels.ravel(), minlength=n + 1)
