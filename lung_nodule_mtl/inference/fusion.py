@@ -72,7 +72,6 @@ DEFAULT_ATTRIBUTE_FEATURES: tuple[str, ...] = MEASUREMENTS
 FUSION_FILE = "malignancy_fusion.json"
 """The fusion's file name beside the weights it was fitted for."""
 _EPS = 1e-6
-_MIN_CLASS_COUNT = 1
 
 
 def fusion_inputs(malignancy_prob: float | None, measurements: Mapping[str, float] | None) -> dict[str, float]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from lung_nodule_mtl.engines.crossval import ABLATION_DESCRIPTIONS, ABLATIONS
+from lung_nodule_mtl.inference.fusion import DEFAULT_MALIGNANCY_FEATURES, FUSION_FEATURES
 from lung_nodule_mtl.utils.io import atomic_write, atomic_write_csv, atomic_write_json, json_safe, read_json_or_none
 
 __all__ = ["format_cross_validation_table", "pooled_fusion", "pooled_malignancy", "summarise_cross_validation"]
@@ -124,15 +125,9 @@ def pooled_malignancy(config_dir: Path, folds: Sequence[int], n_bootstrap: int =
 
 
 FUSION_VARIANTS: dict[str, tuple[str, ...]] = {
-    "network logit + size": ("malignancy_logit", "log_diameter_mm"),
-    "size + density (no network)": ("log_diameter_mm", "hu_mean", "calcified_fraction", "ground_glass_fraction"),
-    "network logit + size + density": (
-        "malignancy_logit",
-        "log_diameter_mm",
-        "hu_mean",
-        "calcified_fraction",
-        "ground_glass_fraction",
-    ),
+    "network logit + size": FUSION_FEATURES,
+    "size + density (no network)": DEFAULT_MALIGNANCY_FEATURES,
+    "network logit + size + density": ("malignancy_logit", *DEFAULT_MALIGNANCY_FEATURES),
 }
 """The late fusions :func:`pooled_fusion` judges (``fit-malignancy --features``)."""
 

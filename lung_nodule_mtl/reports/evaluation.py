@@ -179,19 +179,17 @@ class NoduleEvaluationWriter:
                 pred_volume = float(mask.sum()) * float(np.prod(self.spacing_mm))  # mm³
                 if Keys.LABEL in target:
                     row.update(segmentation_scores(mask, target[Keys.LABEL], spacing=self.spacing_mm))
-                measured = self._measure(images[i], mask)
+                measured = measure_crop(images[i], mask, self.spacing_mm, self.measure_channel, self.measure_window)
             row["diameter_mm"] = _scalar(target.get(Keys.DIAMETER))
             # the size predict reports: the equivalent diameter of the predicted mask
-            row["pred_diameter_mm"] = round(equivalent_diameter_mm(pred_volume), 3) if pred_volume else None
+            pred_diameter = equivalent_diameter_mm(pred_volume) if pred_volume else None
+            row["pred_diameter_mm"] = None if pred_diameter is None else round(pred_diameter, 3)
             heads = head_predictions(pred)
             if self.fusion is not None:
-                # without the input image, the mask's size is all that is measured
-                size = (
-                    {"log_diameter_mm": math.log(max(equivalent_diameter_mm(pred_volume), 1.0))}
-                    if pred_volume
-                    else None
-                )
-                heads = self.fusion.fuse_heads(heads, measured if measured is not None else size)
+                told = measured
+                if told is None and pred_diameter is not None:  # no input image: the size is all that is measured
+                    told = {"log_diameter_mm": math.log(max(pred_diameter, 1.0))}
+                heads = self.fusion.fuse_heads(heads, told)
             score = _scalar(target.get(Keys.MALIGNANCY_SCORE))
             label = _scalar(target.get(Keys.MALIGNANCY))
             # the rating tells indeterminate (3) apart from missing, which the encoded label cannot
@@ -205,9 +203,6 @@ class NoduleEvaluationWriter:
                 value = _scalar(target.get(name))
                 row[name] = None if value is None else int(value) + 1  # 0-based class → LIDC rating
             self.rows.append(row)
-
-    def _measure(self, image: Any, mask: torch.Tensor) -> dict[str, float] | None:
-        return measure_crop(image, mask, self.spacing_mm, self.measure_channel, self.measure_window)
 
     def summary(self) -> dict[str, Any]:
         """The aggregated scores of the nodules collected so far."""

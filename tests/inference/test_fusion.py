@@ -22,6 +22,12 @@ from lung_nodule_mtl.inference.fusion import (
 from lung_nodule_mtl.metrics.calibration import LogisticModel
 
 
+def _write_table(path: Path, rows: list[str]) -> Path:
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
 def _write_folds(root: Path, n_folds: int = 5, per_fold: int = 80, seed: int = 0) -> list[Path]:
     """per_nodule.csv of a cross-validation: malignancy follows size AND a trait only the network sees;
     the network's probability is that trait, over-confident and blind to size."""
@@ -36,10 +42,7 @@ def _write_folds(root: Path, n_folds: int = 5, per_fold: int = 80, seed: int = 0
         rows = ["case_id,patient_id,diameter_mm,pred_diameter_mm,malignancy,pred_malignancy_prob"]
         rows += [f"c{fold}_{i},p{fold}_{i},{d[i]:.3f},{d[i] * 0.9:.3f},{y[i]},{p[i]:.6f}" for i in range(per_fold)]
         rows.append(f"c{fold}_x,p{fold}_x,9.0,8.0,-1,0.5")  # rating 3: not fitted on
-        path = root / f"fold{fold}" / "evaluation" / "per_nodule.csv"
-        path.parent.mkdir(parents=True)
-        path.write_text("\n".join(rows) + "\n")
-        tables.append(path)
+        tables.append(_write_table(root / f"fold{fold}" / "evaluation" / "per_nodule.csv", rows))
     return tables
 
 
@@ -136,10 +139,7 @@ def _write_measured(root: Path, n_folds: int = 4, per_fold: int = 120, seed: int
                 "internal_structure"]  # fmt: skip
         rows += [f"c{fold}_{i},p{fold}_{i},{d[i]:.3f},{d[i]:.3f},{y[i]},{p[i]:.6f},6,1,{np.log(d[i]):.6f},"
                  f"{hu[i]:.6f},{calcified[i]:.6f},{calc[i]},1" for i in range(per_fold)]  # fmt: skip
-        path = root / f"f{fold}" / "per_nodule.csv"
-        path.parent.mkdir(parents=True)
-        path.write_text("\n".join(rows) + "\n")
-        tables.append(path)
+        tables.append(_write_table(root / f"f{fold}" / "per_nodule.csv", rows))
     return tables
 
 
