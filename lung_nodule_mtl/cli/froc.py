@@ -53,6 +53,16 @@ def _print_report(result: dict[str, Any]) -> None:
     for rate, sens in result["sensitivity"].items():
         print(f"  {rate:>7}  {sens:11.3f}{ci(boot['sensitivity'][rate] if boot else None)}")
     print(f"  {'CPM':>7}  {result['cpm']:11.3f}{ci(boot['cpm'] if boot else None)}")
+    point = result.get("operating_point")
+    if point is not None:
+        allowed = f"at most {point['max_fps_per_scan']:g} false positives per scan"
+        if point["threshold"] is None:
+            print(f"  operating point     none: no nodule is found with {allowed}")
+        else:
+            print(
+                f"  operating point     --threshold {point['threshold']:.3f}: sensitivity {point['sensitivity']:.3f} "
+                f"at {point['fps_per_scan']:.2f} false positives per scan (the best with {allowed})"
+            )
 
 
 def _cmd_evaluate_froc(args: argparse.Namespace) -> int:
@@ -69,6 +79,10 @@ def _cmd_evaluate_froc(args: argparse.Namespace) -> int:
         n_bootstrap=args.bootstrap,
         seed=args.seed,
     )
+    if args.operating_point is not None:
+        from lung_nodule_mtl.metrics.froc import operating_point
+
+        result["operating_point"] = operating_point(result, args.operating_point)
     _print_report(result)
     if args.out:
         path = atomic_write_json(json_safe(result), Path(args.out))
@@ -119,6 +133,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="bootstrap samples over scans for 95%% intervals (default: 0, none; LUNA16 uses 1000)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
+    p.add_argument(
+        "--operating-point",
+        type=float,
+        default=None,
+        metavar="FPS",
+        help="also choose a detection threshold (predict --threshold) on these scans: the best sensitivity with at "
+        "most FPS false positives per scan, at the fewest false positives that reach it, half-way to the next score",
+    )
     p.add_argument("--out", default=None, help="write the full result (with the FROC curve) to this JSON file")
     p.set_defaults(func=_cmd_evaluate_froc)
     _register_mining(subparsers)

@@ -57,6 +57,7 @@ __all__ = [
     "false_positive_table",
     "froc",
     "match_candidates",
+    "operating_point",
     "prediction_dir_cases",
 ]
 
@@ -360,6 +361,46 @@ def froc(
     if n_bootstrap:
         result["bootstrap"] = _bootstrap(pooled, len(scans), rates, int(n_bootstrap), seed)
     return result
+
+
+def operating_point(result: Mapping[str, Any], max_fps_per_scan: float) -> dict[str, Any]:
+    """A detection threshold chosen on a FROC result (e.g. of development scans): the best sensitivity reached with
+    at most ``max_fps_per_scan`` false positives per scan, at the fewest false positives that reach it; the threshold
+    is half-way between the lowest score that point needs and the next score below it (so a small change of the
+    scores, another precision or device, does not move the point).
+
+    Args:
+        result: what :func:`froc` returns (its ``curve``).
+        max_fps_per_scan: the false positives per scan allowed (``> 0``).
+
+    Returns:
+        ``{"threshold", "sensitivity", "fps_per_scan", "max_fps_per_scan", "lowest_score_kept", "next_score"}``;
+        ``threshold`` is ``None`` when no hit is reached within the allowance (``next_score`` ``None`` when nothing
+        scores below the point).
+
+    Raises:
+        ValueError: a non-positive allowance, or a result without its curve.
+    """
+    if not isinstance(max_fps_per_scan, (int, float)) or not max_fps_per_scan > 0:
+        raise ValueError(f"max_fps_per_scan must be a positive number, got {max_fps_per_scan!r}.")
+    curve = result.get("curve")
+    if not isinstance(curve, Mapping) or not {"fps_per_scan", "sensitivity", "thresholds"} <= set(curve):
+        raise ValueError("operating_point needs the 'curve' of a froc() result.")
+    fps, sens, thresholds = curve["fps_per_scan"], curve["sensitivity"], curve["thresholds"]
+    eligible = [i for i, f in enumerate(fps) if f <= max_fps_per_scan]  # the curve starts at (0, 0): never empty
+    best = max(sens[i] for i in eligible)
+    i = min(i for i in eligible if sens[i] == best)  # ascending false positives: the fewest that reach it
+    kept = thresholds[i]
+    nxt = thresholds[i + 1] if i + 1 < len(thresholds) else None
+    threshold = None if kept is None or best == 0 else (kept if nxt is None else (kept + nxt) / 2.0)
+    return {
+        "threshold": threshold,
+        "sensitivity": float(best),
+        "fps_per_scan": float(fps[i]),
+        "max_fps_per_scan": float(max_fps_per_scan),
+        "lowest_score_kept": kept,
+        "next_score": nxt,
+    }
 
 
 def prediction_dir_cases(folder: str | os.PathLike[str]) -> list[str]:

@@ -72,6 +72,14 @@ def test_predictions_dir_cases(predictions: Path, luna: Path, capsys: pytest.Cap
     assert result["inputs"]["scans_from"] == "predictions_dir"
     assert result["inputs"]["predictions"] == str(predictions / "summary.csv")
     assert result["curve"]["thresholds"][0] is None
+    assert "operating_point" not in result
+    # --operating-point: 0.9 hit (0 FP/scan), 0.8 false positive, 0.6 hit: with at most 0.25 FP/scan both hits count
+    argv += ["--operating-point", "0.25"]
+    assert run(argv) == 0
+    assert "--threshold 0.600: sensitivity 0.667 at 0.25 false positives per scan" in capsys.readouterr().out
+    assert json.loads(out.read_text())["operating_point"]["threshold"] == pytest.approx(0.6)  # nothing below 0.6
+    assert run([*argv[:-1], "0.1"]) == 0  # only the 0.9 hit within 0.1 FP/scan: half-way to 0.8
+    assert "--threshold 0.850: sensitivity 0.333 at 0.00 false positives" in capsys.readouterr().out
 
 
 def test_scans_of_the_tables(predictions: Path, luna: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ import pytest
 from monai.metrics import compute_froc_curve_data, compute_froc_score
 
 from lung_nodule_mtl.data.nodule_table import NoduleRecord, read_nodule_table
-from lung_nodule_mtl.metrics.froc import DEFAULT_FPS_PER_SCAN, froc, match_candidates
+from lung_nodule_mtl.metrics.froc import DEFAULT_FPS_PER_SCAN, froc, match_candidates, operating_point
 
 RATES = [f"{r:g}" for r in DEFAULT_FPS_PER_SCAN]
 
@@ -59,6 +59,29 @@ def test_hand_computed_curve(four_scans) -> None:
     assert (r["n_scans"], r["n_annotations"], r["n_detected"]) == (4, 4, 3)
     assert (r["n_candidates"], r["n_false_positives"], r["n_duplicate_hits"], r["n_excluded_hits"]) == (7, 4, 0, 0)
     assert "bootstrap" not in r
+
+
+def test_operating_point_on_the_hand_computed_curve(four_scans) -> None:
+    """Thresholds 0.9, 0.8, 0.5, 0.3, 0.2 give (FP/scan, sensitivity) (0, .25), (.25, .5), (.75, .5), (.75, .75),
+    (1, .75): the best sensitivity within the allowance, at its fewest false positives, half-way to the next score."""
+    r = froc(*four_scans)
+    point = operating_point(r, 0.5)  # best .5, first reached at 0.8 (0.25 FP/scan); 0.5 adds only false positives
+    assert point["threshold"] == pytest.approx(0.65)
+    assert (point["sensitivity"], point["fps_per_scan"]) == (0.5, 0.25)
+    assert (point["lowest_score_kept"], point["next_score"]) == (0.8, 0.5)
+    assert operating_point(r, 0.75)["threshold"] == pytest.approx(0.25)  # .75 at 0.3; next 0.2
+    assert operating_point(r, 0.1)["threshold"] == pytest.approx(0.85)  # only 0.9's hit is within 0.1 FP/scan
+    assert operating_point(r, 5.0)["sensitivity"] == 0.75 and operating_point(r, 5.0)["next_score"] == 0.2
+    # the threshold reproduces the point: what scores at least it
+    kept = [c for cs in four_scans[0].values() for c in cs if c.probability >= operating_point(r, 0.5)["threshold"]]
+    assert sorted(c.probability for c in kept) == [0.8, 0.8, 0.9]  # 2 hits and the 0.8 false positive
+    # nothing found: no threshold
+    nothing = froc({"s0": [cand("s0", far(0), 0.9)]}, {"s0": [nod("s0", (0, 0, 0))]})
+    assert operating_point(nothing, 2.0)["threshold"] is None
+    with pytest.raises(ValueError, match="max_fps_per_scan"):
+        operating_point(r, 0.0)
+    with pytest.raises(ValueError, match="curve"):
+        operating_point({"cpm": 0.5}, 1.0)
 
 
 def test_same_as_monai_camelyon_convention(four_scans) -> None:
