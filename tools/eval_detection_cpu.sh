@@ -52,10 +52,10 @@ make_set test_lidc0001 "" 1 7 4 4 || exit 1
 
 for set in dev test_syn test_lidc0001; do
     log "predict $set ($L)"
-    # --no-tta: mirroring changes no detection probability (candidates are scored by one pass), so the FROC is the
-    # same, without 8 passes for each of up to 50 candidates per scan
+    # the bundle's test-time mirroring (TTA=--no-tta for one pass): the likelier candidates' detection probability
+    # is the mean over the 8 mirror images (bundle 0.6.1)
     lung-nodule-mtl predict -i "$W/$set/images" -o "$R/pred_$set" --checkpoint "$CKPT" --threshold 0 \
-        --max-nodules 50 --no-tta --no-progress > "$R/pred_$set.log" 2>&1 || exit 1
+        --max-nodules 50 ${TTA:---tta} --no-progress > "$R/pred_$set.log" 2>&1 || exit 1
     excluded=()
     [ "$set" = test_lidc0001 ] && excluded=(--excluded "$W/lidc0001_annotations_excluded.csv")
     lung-nodule-mtl evaluate-froc --predictions "$R/pred_$set" --annotations "$W/$set/annotations.csv" \

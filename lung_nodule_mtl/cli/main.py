@@ -282,8 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="test-time mirroring of the reported nodules' crops (8 passes each: malignancy, score, attributes and "
-        "the masks of given centres; detection probabilities stay one pass's); default: the bundle's mirror_tta",
+        help="test-time mirroring (8 passes per crop): the reported nodules' malignancy, score, attributes, the "
+        "masks of given centres, and the detection probability of the candidates the bundle's "
+        "mirror_candidates_above selects (the default operating point was chosen with it); --no-tta: one pass, "
+        "faster, more false positives; default: the bundle's mirror_tta",
     )
     p.add_argument("--qc", action="store_true", help="also write qc/<case>_nodule<k>.png per nodule")
     p.add_argument(

@@ -274,9 +274,14 @@ class ScanPredictor:
             bfloat16 on CPUs with native bfloat16, float32 elsewhere.
         keep_images: keep the isotropic image and label map in the result (for QC figures).
         model_info: provenance written with every report (bundle name and version, weights checksum).
-        mirror_tta: test-time mirroring of the nodule-centred crops (8 passes per reported nodule; the candidates
-            are still scored by one pass each): malignancy, score and attributes of the reported nodules, and the
-            masks of given centres, are the mean over the mirror images.
+        mirror_tta: test-time mirroring of the nodule-centred crops (the mean of the logits over the 8 mirror
+            images): malignancy, score and attributes of the reported nodules, the masks of given centres and, with
+            ``mirror_candidates_above``, the detection probability of the likelier candidates.
+        mirror_candidates_above: with ``mirror_tta`` and a detection head, every candidate whose one-pass detection
+            probability is at least this is scored again with mirroring, and the mirrored probability replaces it
+            (and decides the operating point); the others keep their one pass (``None``: every candidate keeps it,
+            only the reported nodules' other heads are mirrored). One pass is overconfident on vessels and
+            pleura; the mirror images disagree there (README, "Detection on whole scans").
         malignancy_fusion: a fusion file (:mod:`lung_nodule_mtl.inference.fusion`): each nodule's
             ``malignancy_probability`` is then the network's output fused with its measured size (calibrated on
             out-of-fold predictions) and the network's own is ``malignancy_probability_network``; ``None``: the
@@ -308,6 +313,7 @@ class ScanPredictor:
         model_info: Mapping[str, Any] | None = None,
         malignancy_fusion: str | os.PathLike[str] | None = None,
         mirror_tta: bool = False,
+        mirror_candidates_above: float | None = 0.5,
     ) -> None:
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
@@ -320,6 +326,8 @@ class ScanPredictor:
             )
         if detection_threshold is not None and not 0.0 <= float(detection_threshold) < 1.0:
             raise ValueError(f"detection_threshold must be None or in [0, 1), got {detection_threshold!r}.")
+        if mirror_candidates_above is not None and not 0.0 <= float(mirror_candidates_above) <= 1.0:
+            raise ValueError(f"mirror_candidates_above must be None or in [0, 1], got {mirror_candidates_above!r}.")
         self.device = resolve_device(device)
         self.amp_dtype = autocast_dtype(self.device, as_bool(amp, "amp", allow_none=True))
         self.amp = self.amp_dtype is not None
@@ -348,6 +356,7 @@ class ScanPredictor:
         self.snap_mm = float(snap_mm)
         self.keep_images = as_bool(keep_images, "keep_images")
         self.mirror_tta = as_bool(mirror_tta, "mirror_tta")
+        self.mirror_candidates_above = None if mirror_candidates_above is None else float(mirror_candidates_above)
         self.model_info = dict(model_info or {})
         self.fusion = MalignancyFusion.from_config(malignancy_fusion)
         if self.fusion is not None:
@@ -368,6 +377,10 @@ class ScanPredictor:
         )
         self._resampler = IsotropicResampler(self.spacing_mm, ORIENTATION, AXIS_LABELS)
         self._crop = NoduleCenteredCrop(self.patch_size, pad_value=AIR_HU)
+
+    @property
+    def _mirrors_candidates(self) -> bool:
+        return self.mirror_tta and self.mirror_candidates_above is not None and self.has_detection_head
 
     @property
     def has_detection_head(self) -> bool:
@@ -394,6 +407,7 @@ class ScanPredictor:
             "lung_mask": self.use_lung_mask,
             "precision": {None: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[self.amp_dtype],
             "mirror_tta": self.mirror_tta,
+            "mirror_candidates_above": self.mirror_candidates_above if self._mirrors_candidates else None,
         }
 
     # -- steps -------------------------------------------------------------------------------------------------
@@ -678,14 +692,28 @@ class ScanPredictor:
             centres = [voxel_to_world(np.asarray(iso.affine), c + offset).tolist() for c in centres_box]
         with _timed(timings, "heads"):
             heads, crop_probs = self._heads(iso, centres)
+            mirrored_done = np.zeros(len(centres), dtype=bool)
+            if self._mirrors_candidates:  # the likelier candidates scored again, mirrored: their score replaced
+                floor = float(self.mirror_candidates_above)  # type: ignore[arg-type]
+                likely = [i for i, h in enumerate(heads) if float(h[_NODULE_PROB]) >= floor]
+                if likely:
+                    again, again_probs = self._heads(iso, [centres[i] for i in likely], mirror=True)
+                    for j, i in enumerate(likely):
+                        heads[i] = again[j]
+                    crop_probs = crop_probs.clone()  # an inference tensor: updated in place out of inference mode
+                    crop_probs[likely] = again_probs
+                    mirrored_done[likely] = True
+                counts["candidates_mirrored"] = len(likely)
             iso_labels, centres, heads, detection, keep = self._select(iso_labels, centres, heads, scores)
             crop_probs = crop_probs[keep]
-            if self.mirror_tta and centres:  # the reported nodules again, mirrored; their detection score kept
-                mirrored, crop_probs = self._heads(iso, centres, mirror=True)
-                heads = [
-                    {**m, **({_NODULE_PROB: h[_NODULE_PROB]} if _NODULE_PROB in h else {})}
-                    for h, m in zip(heads, mirrored, strict=True)
-                ]
+            todo = [k for k, i in enumerate(keep) if not mirrored_done[i]] if self.mirror_tta else []
+            if todo:  # the other reported nodules again, mirrored; their (one-pass) detection score kept
+                mirrored, again_probs = self._heads(iso, [centres[k] for k in todo], mirror=True)
+                for m, k in zip(mirrored, todo, strict=True):
+                    h = heads[k]
+                    heads[k] = {**m, **({_NODULE_PROB: h[_NODULE_PROB]} if _NODULE_PROB in h else {})}
+                crop_probs = crop_probs.clone()
+                crop_probs[todo] = again_probs
         return _Found(iso_labels, centres, heads, detection, "detected", counts=counts, kept_probability=kept_prob,
                       crop_probs=crop_probs)  # fmt: skip
 

@@ -305,14 +305,12 @@ def test_old_spelling_of_the_centres_still_works_with_a_warning(phantom, make_pr
     np.testing.assert_array_equal(old.labels, new.labels)
 
 
-def test_mirror_tta_averages_the_reported_heads_and_keeps_the_detection_score(phantom, threshold_net) -> None:
+def _lopsided_net(threshold_net: type) -> type:
     """A stand-in whose malignancy and detection logits depend on where the foreground lies along the first axis (not
-    mirror-symmetric): with ``mirror_tta`` the reported malignancy is the mean over the 8 mirror images (the position
-    term cancels), the detection probability and the operating point stay the single pass's; the masks of given
-    centres are the mean too (equal here: the stand-in's mask is pointwise)."""
+    mirror-symmetric): over the 8 mirror images the position term cancels."""
     from lung_nodule_mtl.constants import OutputKeys
 
-    class LopsidedNet(threshold_net):
+    class LopsidedNet(threshold_net):  # type: ignore[misc,valid-type]
         def __init__(self) -> None:
             super().__init__()
             self.heads = torch.nn.ModuleDict({str(OutputKeys.NODULE): torch.nn.Identity()})
@@ -326,12 +324,21 @@ def test_mirror_tta_averages_the_reported_heads_and_keeps_the_detection_score(ph
             out[str(OutputKeys.NODULE)] = fg.mean(dim=(1, 2, 3, 4))[:, None] * 400.0 - 4.0 + 30.0 * lopsided
             return out
 
+    return LopsidedNet
+
+
+def test_mirror_tta_averages_the_reported_heads_and_keeps_the_detection_score(phantom, threshold_net) -> None:
+    """With ``mirror_tta`` and no candidate mirroring the reported malignancy is the mean over the 8 mirror images
+    (the position term cancels), the detection probability and the operating point stay the single pass's; the
+    masks of given centres are the mean too (equal here: the stand-in's mask is pointwise)."""
+    LopsidedNet = _lopsided_net(threshold_net)
     image, affine, _ = phantom
     common = {"patch_size": (32, 32, 32), "max_diameter_mm": 40.0, "device": "cpu", "detection_threshold": None}
     plain = ScanPredictor(LopsidedNet(), **common).predict(_image(image, affine))
     net = LopsidedNet()
-    mirrored_predictor = ScanPredictor(net, mirror_tta=True, **common)
+    mirrored_predictor = ScanPredictor(net, mirror_tta=True, mirror_candidates_above=None, **common)
     assert mirrored_predictor.settings()["mirror_tta"] is True
+    assert mirrored_predictor.settings()["mirror_candidates_above"] is None
     mirrored = mirrored_predictor.predict(_image(image, affine))
     assert len(plain.nodules) == len(mirrored.nodules) == 2
     for a, b in zip(plain.nodules, mirrored.nodules, strict=True):
@@ -346,6 +353,71 @@ def test_mirror_tta_averages_the_reported_heads_and_keeps_the_detection_score(ph
     assert np.array_equal(given.labels, given_plain.labels)
     assert given.nodules[0].malignancy_probability == pytest.approx(0.5, abs=1e-6)
     assert abs(given_plain.nodules[0].malignancy_probability - 0.5) > 0.01
+
+
+def test_candidates_above_the_floor_are_scored_mirrored(phantom, threshold_net) -> None:
+    """``mirror_candidates_above``: a candidate whose one-pass detection probability reaches the floor is scored
+    again over the 8 mirror images (the lopsided term cancels: its probability becomes the symmetric part's), and
+    that score decides the operating point; one below the floor keeps its one pass."""
+    from lung_nodule_mtl.constants import OutputKeys
+
+    class LopsidedNet(_lopsided_net(threshold_net)):  # type: ignore[misc]
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            """Detection unsaturated, plus a term of the input's asymmetry along the first axis (the lung and the
+            body around an off-centre crop), which flipping that axis negates."""
+            out = super().forward(x)
+            fg = (out[str(OutputKeys.MASK)] > 0).float()
+            half = x.shape[2] // 2
+            tilt = (x[:, :, :half].mean(dim=(1, 2, 3, 4)) - x[:, :, half:].mean(dim=(1, 2, 3, 4)))[:, None]
+            out[str(OutputKeys.NODULE)] = 10.0 * fg.mean(dim=(1, 2, 3, 4))[:, None] - 1.0 + 10.0 * tilt
+            return out
+
+    image, affine, _ = phantom
+    common = {"patch_size": (32, 32, 32), "max_diameter_mm": 40.0, "device": "cpu", "detection_threshold": None}
+    plain = ScanPredictor(LopsidedNet(), **common).predict(_image(image, affine)).nodules
+    assert len(plain) == 2
+    scores = sorted(n.detection_probability for n in plain)
+    floor = (scores[0] + scores[1]) / 2  # between the two candidates' one-pass scores
+
+    def symmetric(predictor: ScanPredictor, centre: list[float]) -> float:
+        """The detection probability without the lopsided term: the mean logit over the mirror images."""
+        iso = predictor._resampler.to_isotropic(_image(image, affine))
+        heads, _ = predictor._heads(iso, [centre], mirror=True)
+        return float(heads[0]["nodule_prob"])
+
+    predictor = ScanPredictor(LopsidedNet(), mirror_tta=True, mirror_candidates_above=floor, **common)
+    assert predictor.settings()["mirror_candidates_above"] == pytest.approx(floor)
+    result = predictor.predict(_image(image, affine))
+    assert result.counts["candidates_mirrored"] == 1
+    by_centre = {tuple(n.center_world_mm_ras): n for n in plain}
+    changed = 0
+    for n in result.nodules:
+        one_pass = by_centre[tuple(n.center_world_mm_ras)].detection_probability
+        if one_pass >= floor:
+            expected = symmetric(predictor, list(n.center_world_mm_ras))
+            assert n.detection_probability == pytest.approx(expected, abs=1e-6)
+            changed += abs(n.detection_probability - one_pass) > 1e-3
+        else:
+            assert n.detection_probability == one_pass
+        assert n.malignancy_probability == pytest.approx(0.5, abs=1e-6)  # every reported nodule's heads mirrored
+    assert changed == 1  # the lopsided term was there in one pass
+    # the mirrored score decides the operating point: a threshold between it and its one-pass score
+    above = max(plain, key=lambda n: n.detection_probability)
+    mirrored_score = symmetric(predictor, list(above.center_world_mm_ras))
+    cut = (mirrored_score + above.detection_probability) / 2
+    kept = ScanPredictor(
+        LopsidedNet(), mirror_tta=True, mirror_candidates_above=floor, **{**common, "detection_threshold": cut}
+    ).predict(_image(image, affine))
+    plain_kept = ScanPredictor(LopsidedNet(), **{**common, "detection_threshold": cut}).predict(_image(image, affine))
+    assert len(kept.nodules) != len(plain_kept.nodules)
+    # no candidate mirroring without mirror_tta, or for a network without a detection head
+    without_tta = ScanPredictor(LopsidedNet(), mirror_candidates_above=floor, **common)
+    without_head = ScanPredictor(threshold_net(), mirror_tta=True, mirror_candidates_above=floor, **common)
+    assert without_tta.settings()["mirror_candidates_above"] is None
+    assert without_head.settings()["mirror_candidates_above"] is None
+    assert without_head.predict(_image(image, affine)).counts.get("candidates_mirrored") is None
+    with pytest.raises(ValueError, match="mirror_candidates_above"):
+        ScanPredictor(LopsidedNet(), mirror_candidates_above=1.5, **common)
 
 
 def test_the_fusion_measures_the_centred_crop_mask_else_the_label_map(make_predictor) -> None:
