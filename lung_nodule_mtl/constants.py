@@ -37,6 +37,7 @@ __all__ = [
     "ATTRIBUTE_WORDS",
     "DEFAULT_WINDOWS",
     "IGNORE_INDEX",
+    "ORDINAL_ATTRIBUTES",
     "Attribute",
     "DatalistSplit",
     "GrowthBatchKeys",
@@ -286,6 +287,17 @@ ATTRIBUTE_WORDS: dict[str, tuple[str, ...]] = {
     Attribute.TEXTURE: ("non-solid (ground glass)", "non-solid/mixed", "part solid/mixed", "solid/mixed", "solid"),
 }
 """Each attribute's ratings ``1..n`` in the readers' words (the LIDC-IDRI reading instructions): ``words[r - 1]``."""
+
+ORDINAL_ATTRIBUTES: tuple[str, ...] = (
+    str(Attribute.SUBTLETY),
+    str(Attribute.SPHERICITY),
+    str(Attribute.MARGIN),
+    str(Attribute.LOBULATION),
+    str(Attribute.SPICULATION),
+    str(Attribute.TEXTURE),
+)
+"""The attributes whose ratings are ordered (a scale from one end to the other); internal structure and
+calcification name kinds, not degrees."""
 
 CALCIFICATION_ABSENT = 6
 """LIDC calcification rating meaning "no calcification"; any lower value is a calcified pattern."""

@@ -1,7 +1,13 @@
 """Losses: :class:`MultiTaskLoss` (fixed task weights) and :class:`UncertaintyWeightedLoss` (Kendall et al. 2018)."""
 
 from lung_nodule_mtl.losses.growth import DEFAULT_GROWTH_WEIGHTS, GROWTH_TERMS, GrowthLoss, GrowthLossKeys
-from lung_nodule_mtl.losses.multitask import TASKS, LossKeys, MultiTaskLoss, UncertaintyWeightedLoss
+from lung_nodule_mtl.losses.multitask import (
+    TASKS,
+    LossKeys,
+    MultiTaskLoss,
+    UncertaintyWeightedLoss,
+    ranked_probability_score,
+)
 
 __all__ = [
     "DEFAULT_GROWTH_WEIGHTS",
@@ -12,4 +18,5 @@ __all__ = [
     "LossKeys",
     "MultiTaskLoss",
     "UncertaintyWeightedLoss",
+    "ranked_probability_score",
 ]

@@ -42,12 +42,13 @@ from lung_nodule_mtl.constants import (
     ATTRIBUTE_CLASSES,
     ATTRIBUTE_NAMES,
     IGNORE_INDEX,
+    ORDINAL_ATTRIBUTES,
     Keys,
     LossKeys,
     OutputKeys,
 )
 
-__all__ = ["TASKS", "LossKeys", "MultiTaskLoss", "UncertaintyWeightedLoss"]
+__all__ = ["TASKS", "LossKeys", "MultiTaskLoss", "UncertaintyWeightedLoss", "ranked_probability_score"]
 
 _DS_PREFIX = f"{OutputKeys.MASK}_ds"  # LNMSNet's deep-supervision keys: mask_ds1, mask_ds2, ...
 
@@ -81,6 +82,21 @@ def _foreground(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 1:
         return torch.sigmoid(logits)
     return 1.0 - torch.softmax(logits, dim=1)[:, :1]
+
+
+def ranked_probability_score(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Ranked probability score of ordinal predictions, per sample: ``Σ_k (F_k − 1[y ≤ k])² / (n − 1)`` over the
+    first ``n − 1`` levels, ``F`` the cumulative softmax of ``logits`` ``(B, n)``, ``target`` ``(B,)`` 0-based
+    levels. 0 for a certain right answer, 1 for a certain answer at the far end of the scale; the squared earth
+    mover's distance of Hou, Yu, Samaras, "Squared Earth Mover's Distance-based Loss for Training Deep Neural
+    Networks" (2016), normalised."""
+    n = logits.shape[1]
+    if n < 2:
+        return logits.new_zeros(logits.shape[0])
+    cdf = torch.cumsum(torch.softmax(logits.float(), dim=1), dim=1)[:, :-1]
+    levels = torch.arange(n - 1, device=logits.device)
+    truth = (target.unsqueeze(1) <= levels.unsqueeze(0)).to(cdf.dtype)
+    return ((cdf - truth) ** 2).sum(dim=1) / (n - 1)
 
 
 class MultiTaskLoss(nn.Module):
@@ -136,6 +152,14 @@ class MultiTaskLoss(nn.Module):
             e.g. inverse class frequencies (:func:`lung_nodule_mtl.data.datalist.attribute_class_weights`), so a
             head cannot win by always answering the majority rating; the weighted loss is normalised by the
             weights of the valid samples (as ``torch.nn.CrossEntropyLoss``). ``None``: unweighted.
+        attribute_ordinal_weight: weight of an ordinal term added to the cross-entropy of each attribute of
+            ``ordinal_attributes``: the ranked probability score (the squared earth mover's distance between the
+            predicted and the true rating's cumulative distributions, Hou et al. 2016, divided by ``n - 1``, in
+            ``[0, 1]``), so that a rating two levels off costs more than one level off, which the cross-entropy
+            does not see. The heads keep their ``n`` logits (argmax and probabilities as before). 0: plain
+            cross-entropy.
+        ordinal_attributes: the attributes the ordinal term applies to (default: the six graded ones,
+            :data:`~lung_nodule_mtl.constants.ORDINAL_ATTRIBUTES`; internal structure and calcification name kinds).
 
     Raises:
         ValueError: for an argument outside its domain (named in the message).
@@ -156,6 +180,8 @@ class MultiTaskLoss(nn.Module):
         spatial_radius_mm: float | None = None,
         use_predicted_diameter: bool = True,
         attribute_class_weights: Mapping[str, Sequence[float]] | None = None,
+        attribute_ordinal_weight: float = 0.0,
+        ordinal_attributes: Sequence[str] = ORDINAL_ATTRIBUTES,
     ) -> None:
         super().__init__()
         if seg_loss not in _SEG_LOSSES:
@@ -211,6 +237,16 @@ class MultiTaskLoss(nn.Module):
                     f"attribute_class_weights[{name!r}]", f"{ATTRIBUTE_CLASSES[name]} non-negative weights", list(w)
                 )
             self.attribute_class_weights[name] = torch.tensor(values, dtype=torch.float32)
+        if (
+            not isinstance(attribute_ordinal_weight, (int, float))
+            or isinstance(attribute_ordinal_weight, bool)
+            or not attribute_ordinal_weight >= 0
+        ):
+            raise _bad("attribute_ordinal_weight", "a non-negative number", attribute_ordinal_weight)
+        self.attribute_ordinal_weight = float(attribute_ordinal_weight)
+        if isinstance(ordinal_attributes, str) or not set(ordinal_attributes) <= set(ATTRIBUTE_CLASSES):
+            raise _bad("ordinal_attributes", f"a list of names among {list(ATTRIBUTE_CLASSES)}", ordinal_attributes)
+        self.ordinal_attributes = frozenset(str(a) for a in ordinal_attributes)
 
     # ------------------------------------------------------------------ components
     def segmentation_loss(
@@ -292,7 +328,8 @@ class MultiTaskLoss(nn.Module):
         return _masked_mean(per, valid)
 
     def attribute_losses(self, pred: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Cross-entropy of each attribute present in ``pred``; ``{name: loss}`` and ``{name + "/valid": flag}``."""
+        """Cross-entropy (plus the ordinal term, see ``attribute_ordinal_weight``) of each attribute present in
+        ``pred``; ``{name: loss}`` and ``{name + "/valid": flag}``."""
         out: dict[str, torch.Tensor] = {}
         for name in ATTRIBUTE_NAMES:
             if name not in pred:
@@ -303,6 +340,8 @@ class MultiTaskLoss(nn.Module):
             valid = (y >= 0) & (y < n)
             target = torch.where(valid, y, torch.zeros_like(y))
             per = F.cross_entropy(logits, target, reduction="none")
+            if self.attribute_ordinal_weight > 0 and name in self.ordinal_attributes:
+                per = per + self.attribute_ordinal_weight * ranked_probability_score(logits, target)
             weight = self.attribute_class_weights.get(name)
             if weight is None:
                 out[name], out[name + "/valid"] = _masked_mean(per, valid)

@@ -308,3 +308,41 @@ def test_attribute_class_weights_reweight_the_cross_entropy() -> None:
     assert set(attribute_class_weights(items, power=0.5)) == {"texture"}  # attributes without ratings left out
     with pytest.raises(ValueError, match="power"):
         attribute_class_weights(items, power=-1)
+
+
+def test_ordinal_term_costs_distant_ratings_more() -> None:
+    from lung_nodule_mtl.losses import ranked_probability_score
+
+    # a certain answer: 0 when right, (distance) / (n - 1) when wrong; the cross-entropy cannot tell them apart
+    certain = torch.full((3, 5), -30.0)
+    certain[:, 0] = 30.0  # every sample answers level 0 (rating 1)
+    rps = ranked_probability_score(certain, torch.tensor([0, 1, 4]))
+    torch.testing.assert_close(rps, torch.tensor([0.0, 0.25, 1.0]), atol=1e-6, rtol=0)
+    # uniform probabilities against the middle level: sum_k (F_k - 1[2 <= k])^2 / 4 = (.04 + .16 + .16 + .04) / 4
+    assert ranked_probability_score(torch.zeros(1, 5), torch.tensor([2])).item() == pytest.approx(0.1)
+
+    logits = torch.tensor([[3.0, 0.0, 0.0, 0.0, 0.0]] * 2, requires_grad=True)
+    y = torch.tensor([1, 4])  # one level off, four levels off
+    batch = {"texture": y, "calcification": torch.tensor([1, 5])}
+    pred = {"texture": logits, "calcification": torch.zeros(2, 6)}
+    plain = MultiTaskLoss().attribute_losses(pred, batch)
+    ordinal = MultiTaskLoss(attribute_ordinal_weight=2.0).attribute_losses(pred, batch)
+    import torch.nn.functional as F
+
+    ce = F.cross_entropy(logits, y, reduction="none")
+    expected = (ce + 2.0 * ranked_probability_score(logits, y)).mean()
+    assert ordinal["texture"].item() == pytest.approx(expected.item())
+    assert ordinal["texture"].item() > plain["texture"].item()
+    # calcification names kinds, not degrees: no ordinal term
+    assert ordinal["calcification"].item() == pytest.approx(plain["calcification"].item())
+    # its gradient moves probability towards the far rating more than the cross-entropy's does
+    ordinal["texture"].backward()
+    grad_far = logits.grad[1].clone()
+    assert grad_far[4] < 0 and grad_far[3] < 0  # raising the levels near the truth lowers the loss
+    # only the listed attributes, and a valid weight
+    only = MultiTaskLoss(attribute_ordinal_weight=2.0, ordinal_attributes=["margin"]).attribute_losses(pred, batch)
+    assert only["texture"].item() == pytest.approx(plain["texture"].item())
+    with pytest.raises(ValueError, match="attribute_ordinal_weight"):
+        MultiTaskLoss(attribute_ordinal_weight=-1.0)
+    with pytest.raises(ValueError, match="ordinal_attributes"):
+        MultiTaskLoss(ordinal_attributes=["colour"])
