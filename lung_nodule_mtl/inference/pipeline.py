@@ -282,6 +282,9 @@ class ScanPredictor:
             (and decides the operating point); the others keep their one pass (``None``: every candidate keeps it,
             only the reported nodules' other heads are mirrored). One pass is overconfident on vessels and
             pleura; the mirror images disagree there (README, "Detection on whole scans").
+        merge_fragments: two reported candidates are one nodule when each one's centre lies in the mask component
+            at the centre of the other's crop (the sliding-window mask split a large nodule, and each crop sees it
+            whole): the less probable is not reported and its voxels join the other's label.
         malignancy_fusion: a fusion file (:mod:`lung_nodule_mtl.inference.fusion`): each nodule's
             ``malignancy_probability`` is then the network's output fused with its measured size (calibrated on
             out-of-fold predictions) and the network's own is ``malignancy_probability_network``; ``None``: the
@@ -314,6 +317,7 @@ class ScanPredictor:
         malignancy_fusion: str | os.PathLike[str] | None = None,
         mirror_tta: bool = False,
         mirror_candidates_above: float | None = 0.5,
+        merge_fragments: bool = True,
     ) -> None:
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
@@ -357,6 +361,7 @@ class ScanPredictor:
         self.keep_images = as_bool(keep_images, "keep_images")
         self.mirror_tta = as_bool(mirror_tta, "mirror_tta")
         self.mirror_candidates_above = None if mirror_candidates_above is None else float(mirror_candidates_above)
+        self.merge_fragments = as_bool(merge_fragments, "merge_fragments")
         self.model_info = dict(model_info or {})
         self.fusion = MalignancyFusion.from_config(malignancy_fusion)
         if self.fusion is not None:
@@ -408,6 +413,7 @@ class ScanPredictor:
             "precision": {None: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[self.amp_dtype],
             "mirror_tta": self.mirror_tta,
             "mirror_candidates_above": self.mirror_candidates_above if self._mirrors_candidates else None,
+            "merge_fragments": self.merge_fragments,
         }
 
     # -- steps -------------------------------------------------------------------------------------------------
@@ -714,8 +720,48 @@ class ScanPredictor:
                     heads[k] = {**m, **({_NODULE_PROB: h[_NODULE_PROB]} if _NODULE_PROB in h else {})}
                 crop_probs = crop_probs.clone()
                 crop_probs[todo] = again_probs
+            if self.merge_fragments and len(centres) > 1:
+                owner = self._fragment_owners(iso, centres, crop_probs)
+                kept = [i for i, o in enumerate(owner) if o == i]
+                counts["fragments_merged"] = len(centres) - len(kept)
+                lut = np.zeros(len(centres) + 1, dtype=np.int32)
+                for i, o in enumerate(owner):
+                    lut[i + 1] = kept.index(o) + 1
+                iso_labels = lut[iso_labels]
+                centres, heads, detection = ([x[i] for i in kept] for x in (centres, heads, detection))
+                crop_probs = crop_probs[kept]
         return _Found(iso_labels, centres, heads, detection, "detected", counts=counts, kept_probability=kept_prob,
                       crop_probs=crop_probs)  # fmt: skip
+
+    def _fragment_owners(
+        self, iso: MetaTensor, centres: Sequence[Sequence[float]], crop_probs: torch.Tensor
+    ) -> list[int]:
+        """For candidates in rank order, the index of the nodule each belongs to: itself, or the most probable
+        candidate before it with which it shares one object (each centre in the component at the centre of the
+        other's crop mask; see ``merge_fragments``)."""
+        shape = tuple(int(s) for s in iso.shape[1:])
+        affine = np.asarray(iso.affine)
+        starts = [nodule_roi(shape, affine, c, self.patch_size)[0] for c in centres]
+        voxels = [np.floor(world_to_voxel(affine, np.asarray(c, dtype=np.float64)) + 0.5).astype(np.int64)
+                  for c in centres]  # fmt: skip
+        components: dict[int, NDArray[np.bool_] | None] = {}
+
+        def holds(k: int, j: int) -> bool:  # candidate j's centre in the component at the centre of k's crop
+            if k not in components:
+                components[k] = self._centre_component(crop_probs[k].numpy())
+            comp = components[k]
+            if comp is None:
+                return False
+            idx = voxels[j] - starts[k]
+            return bool(np.all(idx >= 0) and np.all(idx < comp.shape) and comp[tuple(idx)])
+
+        owner = list(range(len(centres)))
+        for j in range(len(centres)):
+            for k in range(j):
+                if owner[k] == k and holds(k, j) and holds(j, k):
+                    owner[j] = k
+                    break
+        return owner
 
     def _analyse_given(self, iso: MetaTensor, centers_ras: Sequence[Sequence[float]]) -> _Found:
         """Given centres: the heads and the mask component at each (detection score: the head's, where it has one)."""

@@ -443,3 +443,35 @@ def test_the_fusion_measures_the_centred_crop_mask_else_the_label_map(make_predi
     assert m is not None and np.exp(m["log_diameter_mm"]) == pytest.approx(6.0, rel=0.1)
     [m] = predictor._measure(iso, hu, _Found(labels * 0, [centre], [{}], [0.9], "detected", crop_probs=crop * 0))
     assert m is None
+
+
+def test_fragments_of_one_nodule_are_reported_once(make_predictor, phantom) -> None:
+    """``merge_fragments``: a candidate is folded into a more probable one only when each centre lies in the
+    component at the centre of the other's crop mask (both crops see one object); its voxels join that label."""
+    predictor = make_predictor(patch_size=(32, 32, 32))
+    iso = MetaTensor(torch.zeros(1, 64, 64, 64), affine=torch.eye(4, dtype=torch.float64))
+    centres = [[20.0, 32.0, 32.0], [28.0, 32.0, 32.0], [50.0, 32.0, 32.0]]  # voxel = world here
+    i, j, k = np.indices((64, 64, 64))
+    blob = (i >= 14) & (i <= 34) & (np.abs(j - 32) <= 4) & (np.abs(k - 32) <= 4)  # one elongated object
+    crops = torch.zeros(3, 32, 32, 32)
+    for n, c in enumerate(centres):  # each crop's view of the object (crop voxel = world - centre + 16)
+        start = [int(v) - 16 for v in c]
+        view = np.zeros((32, 32, 32), dtype=bool)
+        src = tuple(slice(max(a, 0), min(a + 32, 64)) for a in start)
+        dst = tuple(slice(max(-a, 0), max(-a, 0) + (min(a + 32, 64) - max(a, 0))) for a in start)
+        view[dst] = blob[src]
+        crops[n] = torch.from_numpy(view.astype(np.float32))
+    crops[2, 14:19, 14:19, 14:19] = 1.0  # the third sees a small object of its own at its centre
+    assert predictor._fragment_owners(iso, centres, crops) == [0, 0, 2]
+    one_sided = crops.clone()
+    one_sided[1] = 0.0
+    one_sided[1, 14:19, 14:19, 14:19] = 1.0  # the second's crop sees only its own small part: not A's centre
+    assert predictor._fragment_owners(iso, centres, one_sided) == [0, 1, 2]
+
+    # the phantom's two nodules are two nodules: nothing merged, the same report as without merging
+    image, affine, _ = phantom
+    merged = make_predictor(max_diameter_mm=40.0).predict(_image(image, affine))
+    plain = make_predictor(max_diameter_mm=40.0, merge_fragments=False).predict(_image(image, affine))
+    assert merged.counts.get("fragments_merged") == 0 and len(merged.nodules) == len(plain.nodules) >= 2
+    assert [n.to_dict() for n in merged.nodules] == [n.to_dict() for n in plain.nodules]
+    np.testing.assert_array_equal(merged.labels, plain.labels)
