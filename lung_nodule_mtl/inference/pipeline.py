@@ -285,6 +285,9 @@ class ScanPredictor:
         merge_fragments: two reported candidates are one nodule when each one's centre lies in the mask component
             at the centre of the other's crop (the sliding-window mask split a large nodule, and each crop sees it
             whole): the less probable is not reported and its voxels join the other's label.
+        crop_masks: each reported nodule's mask also takes the mask component at the centre of the crop centred on
+            it (inside the lungs, on voxels no other nodule claims), as given centres' masks do: the crop sees the
+            nodule whole where the sliding window's blend of overlapping windows can cut a large one short.
         malignancy_fusion: a fusion file (:mod:`lung_nodule_mtl.inference.fusion`): each nodule's
             ``malignancy_probability`` is then the network's output fused with its measured size (calibrated on
             out-of-fold predictions) and the network's own is ``malignancy_probability_network``; ``None``: the
@@ -318,6 +321,7 @@ class ScanPredictor:
         mirror_tta: bool = False,
         mirror_candidates_above: float | None = 0.5,
         merge_fragments: bool = True,
+        crop_masks: bool = True,
     ) -> None:
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
@@ -362,6 +366,7 @@ class ScanPredictor:
         self.mirror_tta = as_bool(mirror_tta, "mirror_tta")
         self.mirror_candidates_above = None if mirror_candidates_above is None else float(mirror_candidates_above)
         self.merge_fragments = as_bool(merge_fragments, "merge_fragments")
+        self.crop_masks = as_bool(crop_masks, "crop_masks")
         self.model_info = dict(model_info or {})
         self.fusion = MalignancyFusion.from_config(malignancy_fusion)
         if self.fusion is not None:
@@ -414,6 +419,7 @@ class ScanPredictor:
             "mirror_tta": self.mirror_tta,
             "mirror_candidates_above": self.mirror_candidates_above if self._mirrors_candidates else None,
             "merge_fragments": self.merge_fragments,
+            "crop_masks": self.crop_masks,
         }
 
     # -- steps -------------------------------------------------------------------------------------------------
@@ -504,12 +510,28 @@ class ScanPredictor:
                 scores.append(None)
                 continue
             scores.append(float(prob[component].max()))
-            start, end = nodule_roi(shape, iso.affine, centre, self.patch_size)
-            src = tuple(slice(max(-s, 0), (e - s) - max(e - n, 0)) for s, e, n in zip(start, end, shape, strict=True))
-            dst = tuple(slice(max(s, 0), min(e, n)) for s, e, n in zip(start, end, shape, strict=True))
-            region = component[src] & (labels[dst] == 0)  # a voxel already claimed stays with its nodule
-            labels[dst][region] = k + 1
+            self._paste(labels, np.asarray(iso.affine), centre, component, k + 1)
         return labels, scores
+
+    def _paste(
+        self,
+        labels: NDArray[np.integer],
+        affine: NDArray[np.float64],
+        centre: Sequence[float],
+        component: NDArray[np.bool_],
+        label: int,
+        within: NDArray[np.bool_] | None = None,
+    ) -> None:
+        """A component of the crop centred on ``centre`` into ``labels`` as ``label``, on the voxels no other nodule
+        has claimed (and inside ``within`` where given)."""
+        shape = labels.shape
+        start, end = nodule_roi(shape, affine, centre, self.patch_size)
+        src = tuple(slice(max(-s, 0), (e - s) - max(e - n, 0)) for s, e, n in zip(start, end, shape, strict=True))
+        dst = tuple(slice(max(s, 0), min(e, n)) for s, e, n in zip(start, end, shape, strict=True))
+        region = component[src] & ((labels[dst] == 0) | (labels[dst] == label))
+        if within is not None:
+            region &= within[dst]
+        labels[dst][region] = label
 
     def _centre_component(self, prob: NDArray[np.float32]) -> NDArray[np.bool_] | None:
         """The mask component of a centred crop's probability at its centre, else the nearest within ``snap_mm``;
@@ -728,8 +750,15 @@ class ScanPredictor:
                 for i, o in enumerate(owner):
                     lut[i + 1] = kept.index(o) + 1
                 iso_labels = lut[iso_labels]
-                centres, heads, detection = ([x[i] for i in kept] for x in (centres, heads, detection))
+                centres = [centres[i] for i in kept]
+                heads = [heads[i] for i in kept]
+                detection = [detection[i] for i in kept]
                 crop_probs = crop_probs[kept]
+            if self.crop_masks:
+                for k, centre in enumerate(centres):
+                    component = self._centre_component(crop_probs[k].numpy())
+                    if component is not None:
+                        self._paste(iso_labels, np.asarray(iso.affine), centre, component, k + 1, within=lung)
         return _Found(iso_labels, centres, heads, detection, "detected", counts=counts, kept_probability=kept_prob,
                       crop_probs=crop_probs)  # fmt: skip
 

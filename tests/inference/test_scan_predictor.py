@@ -475,3 +475,29 @@ def test_fragments_of_one_nodule_are_reported_once(make_predictor, phantom) -> N
     assert merged.counts.get("fragments_merged") == 0 and len(merged.nodules) == len(plain.nodules) >= 2
     assert [n.to_dict() for n in merged.nodules] == [n.to_dict() for n in plain.nodules]
     np.testing.assert_array_equal(merged.labels, plain.labels)
+
+
+def test_reported_masks_take_the_centred_crop_component(phantom, threshold_net) -> None:
+    """``crop_masks``: a stand-in that segments more in the 32³ crops than in the 48³ sliding windows (a lower
+    threshold, as a crop that sees a large nodule whole): the reported nodules' labels grow to the crops' component
+    inside the lungs, and only with the option; the candidates, their scores and their number are the same."""
+
+    class CropSeesMore(threshold_net):  # type: ignore[misc,valid-type]
+        def segment(self, x: torch.Tensor) -> torch.Tensor:
+            level = 0.42 if x.shape[-1] == 48 else 0.36  # windows 48³, crops 32³
+            return 40.0 * (x[:, :1] - level)
+
+    image, affine, _ = phantom
+    common = {"patch_size": (32, 32, 32), "sw_roi_size": (48, 48, 48), "max_diameter_mm": 40.0, "device": "cpu"}
+    grown = ScanPredictor(CropSeesMore(), keep_images=True, **common).predict(_image(image, affine))
+    plain = ScanPredictor(CropSeesMore(), keep_images=True, crop_masks=False, **common).predict(_image(image, affine))
+    assert grown.isotropic_labels is not None and plain.isotropic_labels is not None
+    assert ScanPredictor(CropSeesMore(), **common).settings()["crop_masks"] is True
+    assert len(grown.nodules) == len(plain.nodules) >= 2
+    for g, p in zip(grown.nodules, plain.nodules, strict=True):
+        assert g.detection_probability == p.detection_probability and g.label == p.label
+        mine, before = grown.isotropic_labels == g.label, plain.isotropic_labels == p.label
+        assert before[~mine].sum() == 0 and mine.sum() > before.sum()  # the sliding window's voxels, and more
+        assert g.volume_mm3 > p.volume_mm3
+    lung = grown.isotropic_lung
+    assert lung is not None and not np.any((grown.isotropic_labels > 0) & ~lung)  # never outside the lungs
