@@ -58,8 +58,11 @@ for set in dev test_syn test_lidc0001; do
         --max-nodules 50 ${TTA:---tta} --no-progress > "$R/pred_$set.log" 2>&1 || exit 1
     excluded=()
     [ "$set" = test_lidc0001 ] && excluded=(--excluded "$W/lidc0001_annotations_excluded.csv")
+    point=()  # the development scans choose the operating point (bundle detection_threshold), nothing else does
+    [ "$set" = dev ] && point=(--operating-point 2)
     lung-nodule-mtl evaluate-froc --predictions "$R/pred_$set" --annotations "$W/$set/annotations.csv" \
-        "${excluded[@]}" --cases-from-predictions-dir --bootstrap 1000 --out "$R/${set}_froc.json" > "$R/${set}_froc.txt"
+        "${excluded[@]}" "${point[@]}" --cases-from-predictions-dir --bootstrap 1000 --out "$R/${set}_froc.json" \
+        > "$R/${set}_froc.txt"
 done
 log "VOI evaluation, fold 4"
 python -m monai.bundle run evaluating --meta_file bundle/configs/metadata.json \
@@ -82,6 +85,10 @@ for s in ("dev", "test_syn", "test_lidc0001"):
     sens = "/".join(f"{f['sensitivity'][k]:.3f}" for k in ("1", "2", "4"))
     lines.append(f"{s}: CPM {f['cpm']:.3f} [{b.get('ci_low', float('nan')):.3f}, {b.get('ci_high', float('nan')):.3f}]"
                  f", sensitivity @1/2/4 FP {sens}, {f['n_detected']}/{f['n_annotations']} detected")
+    if "operating_point" in f:
+        p = f["operating_point"]
+        lines.append(f"dev operating point (<= 2 FP/scan): threshold {p['threshold']}, sensitivity "
+                     f"{p['sensitivity']:.3f} at {p['fps_per_scan']:.2f} FP/scan (set detection_threshold from it)")
 m = json.loads((r / "voi_eval" / "metrics.json").read_text())
 seg, mal = m.get("segmentation", {}).get("dice", {}), m.get("malignancy", {})
 lines.append(f"fold-4 VOIs ({m['n_nodules']}): Dice {seg}; malignancy {json.dumps({k: v for k, v in mal.items() if 'auc' in k})}")
