@@ -742,8 +742,9 @@ class ScanPredictor:
                     heads[k] = {**m, **({_NODULE_PROB: h[_NODULE_PROB]} if _NODULE_PROB in h else {})}
                 crop_probs = crop_probs.clone()
                 crop_probs[todo] = again_probs
+            components = [self._centre_component(p.numpy()) for p in crop_probs] if centres else []
             if self.merge_fragments and len(centres) > 1:
-                owner = self._fragment_owners(iso, centres, crop_probs)
+                owner = self._fragment_owners(iso, centres, components)
                 kept = [i for i, o in enumerate(owner) if o == i]
                 counts["fragments_merged"] = len(centres) - len(kept)
                 lut = np.zeros(len(centres) + 1, dtype=np.int32)
@@ -753,35 +754,33 @@ class ScanPredictor:
                 centres = [centres[i] for i in kept]
                 heads = [heads[i] for i in kept]
                 detection = [detection[i] for i in kept]
+                components = [components[i] for i in kept]
                 crop_probs = crop_probs[kept]
             if self.crop_masks:
-                for k, centre in enumerate(centres):
-                    component = self._centre_component(crop_probs[k].numpy())
+                for k, (centre, component) in enumerate(zip(centres, components, strict=True)):
                     if component is not None:
                         self._paste(iso_labels, np.asarray(iso.affine), centre, component, k + 1, within=lung)
         return _Found(iso_labels, centres, heads, detection, "detected", counts=counts, kept_probability=kept_prob,
                       crop_probs=crop_probs)  # fmt: skip
 
     def _fragment_owners(
-        self, iso: MetaTensor, centres: Sequence[Sequence[float]], crop_probs: torch.Tensor
+        self,
+        iso: MetaTensor,
+        centres: Sequence[Sequence[float]],
+        components: Sequence[NDArray[np.bool_] | None],
     ) -> list[int]:
         """For candidates in rank order, the index of the nodule each belongs to: itself, or the most probable
-        candidate before it with which it shares one object (each centre in the component at the centre of the
-        other's crop mask; see ``merge_fragments``)."""
+        candidate before it with which it shares one object (each centre in the other's crop component at its
+        centre, ``components`` as :meth:`_centre_component` gives them; see ``merge_fragments``)."""
         shape = tuple(int(s) for s in iso.shape[1:])
-        affine = np.asarray(iso.affine)
-        starts = [nodule_roi(shape, affine, c, self.patch_size)[0] for c in centres]
-        voxels = [np.floor(world_to_voxel(affine, np.asarray(c, dtype=np.float64)) + 0.5).astype(np.int64)
-                  for c in centres]  # fmt: skip
-        components: dict[int, NDArray[np.bool_] | None] = {}
+        starts = [nodule_roi(shape, np.asarray(iso.affine), c, self.patch_size)[0] for c in centres]
+        half = np.asarray(self.patch_size, dtype=np.int64) // 2  # a crop's centre voxel: its start + half
 
         def holds(k: int, j: int) -> bool:  # candidate j's centre in the component at the centre of k's crop
-            if k not in components:
-                components[k] = self._centre_component(crop_probs[k].numpy())
             comp = components[k]
             if comp is None:
                 return False
-            idx = voxels[j] - starts[k]
+            idx = starts[j] + half - starts[k]
             return bool(np.all(idx >= 0) and np.all(idx < comp.shape) and comp[tuple(idx)])
 
         owner = list(range(len(centres)))

@@ -462,11 +462,15 @@ def test_fragments_of_one_nodule_are_reported_once(make_predictor, phantom) -> N
         view[dst] = blob[src]
         crops[n] = torch.from_numpy(view.astype(np.float32))
     crops[2, 14:19, 14:19, 14:19] = 1.0  # the third sees a small object of its own at its centre
-    assert predictor._fragment_owners(iso, centres, crops) == [0, 0, 2]
+
+    def components(probs: torch.Tensor) -> list:
+        return [predictor._centre_component(p.numpy()) for p in probs]
+
+    assert predictor._fragment_owners(iso, centres, components(crops)) == [0, 0, 2]
     one_sided = crops.clone()
     one_sided[1] = 0.0
     one_sided[1, 14:19, 14:19, 14:19] = 1.0  # the second's crop sees only its own small part: not A's centre
-    assert predictor._fragment_owners(iso, centres, one_sided) == [0, 1, 2]
+    assert predictor._fragment_owners(iso, centres, components(one_sided)) == [0, 1, 2]
 
     # the phantom's two nodules are two nodules: nothing merged, the same report as without merging
     image, affine, _ = phantom
