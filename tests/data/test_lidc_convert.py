@@ -21,6 +21,7 @@ from lung_nodule_mtl.cli.lidc import register
 from lung_nodule_mtl.constants import Keys
 from lung_nodule_mtl.data.datalist import load_datalist
 from lung_nodule_mtl.data.lidc_idri import prepare_lidc
+from lung_nodule_mtl.data.lidc_idri.convert import LidcXmlError, find_lidc_scans
 from lung_nodule_mtl.data.lidc_vois import LIDC_CITATION
 
 NS = "http://www.nih.gov"
@@ -315,3 +316,20 @@ def test_cli(lidc_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
         prepare_lidc(lidc_root, out, consensus=1.5)
     with pytest.raises(FileNotFoundError):
         prepare_lidc(tmp_path / "nowhere", out)
+
+
+def test_a_root_given_through_dot_dot_is_read_and_hidden_folders_under_it_are_not(
+    lidc_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "../shared/data/lidc_idri", as the README writes it: the ".." above the patient folder hides nothing
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    relative = Path("..") / lidc_root.name
+    summary = prepare_lidc(relative, tmp_path / "out")
+    assert summary["failed"] == {} and summary["scans"] == 1 and summary["nodules"] == 2
+    # a reading file inside a hidden folder under the patient (e.g. an editor's backup) is not read
+    series = _patient(tmp_path / "hidden_root", xml=None)
+    (series / ".backup").mkdir()
+    (series / ".backup" / "069.xml").write_text(XML, encoding="utf-8")
+    with pytest.raises(LidcXmlError, match="no LIDC reading file"):
+        find_lidc_scans(series.parents[1])

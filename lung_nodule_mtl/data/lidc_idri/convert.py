@@ -224,7 +224,10 @@ def find_lidc_scans(patient_dir: str | os.PathLike[str]) -> tuple[list[LidcScanS
     if not root.is_dir():
         raise FileNotFoundError(2, "patient folder not found", str(root))
     patient = root.name
-    xmls = sorted(p for p in root.rglob("*.xml") if p.is_file() and not any(s.startswith(".") for s in p.parts))
+    # hidden files and folders under the patient folder are skipped; the path to it may hold any ("../data")
+    xmls = sorted(
+        p for p in root.rglob("*.xml") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts)
+    )
     if not xmls:
         raise LidcXmlError(root, "no LIDC reading file (*.xml) in the patient folder")
     notes: list[str] = []
