@@ -6,8 +6,9 @@ for ``--epochs`` epochs at ``--patch``³ crops with LNMSNet of ``--init-filters`
 * **Counted**: the FLOPs of one training sample (forward and backward, by ``torch.utils.flop_counter`` on a real
   step of the network, batch 1) and of one evaluation crop (forward).
 * **Measured here**: the raw training step (forward, loss, backward, AdamW) of that network on this device,
-  bfloat16 autocast and channels-last 3D (the bundle's GPU defaults), medians over ``--iterations``; the FLOP/s
-  it reaches, and the device's dense rate (a large 3D convolution in bfloat16, as in ``inference.py``).
+  bfloat16 autocast and channels-last 3D (the bundle's GPU defaults; float32 on a CPU without native bfloat16,
+  where oneDNN would emulate it), medians over ``--iterations``; the FLOP/s it reaches, and the device's dense rate
+  in the same precision (a large 3D convolution, as in ``inference.py``).
 * **Estimated**: the recipe's time on this device at the measured rate; on a GPU of ``--gpu-peak-tflops`` dense
   bfloat16 TFLOP/s at the share of peak this network reaches here (an assumption: small 3D convolutions
   reach a smaller share of a GPU's peak than of a CPU's, so this is optimistic), at 100% (a hard floor), and the
@@ -28,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
-from inference import device_rate
+from inference import device_rate, native_bf16
 
 LIDC_VOIS = 655
 """LIDC-IDRI nodule VOIs with a rating and a mask (of the 818), the cross-validation's items."""
@@ -63,8 +64,11 @@ def count_flops(init_filters: int, patch: int) -> dict[str, float]:
     return {"train_sample": float(train.get_total_flops()), "eval_crop": float(forward.get_total_flops())}
 
 
-def measure_step(init_filters: int, patch: int, batch: int, device: str, warmup: int, iterations: int) -> float:
-    """Seconds per raw training step (median), bfloat16 autocast, channels-last 3D."""
+def measure_step(
+    init_filters: int, patch: int, batch: int, device: str, warmup: int, iterations: int
+) -> tuple[float, str]:
+    """Seconds per raw training step (median), channels-last 3D, bfloat16 autocast where the device computes it
+    natively (else float32); and that precision (``"bf16"`` / ``"fp32"``)."""
     import torch
 
     from lung_nodule_mtl.engines import place_network
@@ -75,10 +79,11 @@ def measure_step(init_filters: int, patch: int, batch: int, device: str, warmup:
     net = place_network(_network(init_filters, torch.device("cpu")), dev, True).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     x = torch.rand(batch, 3, patch, patch, patch, device=dev).contiguous(memory_format=torch.channels_last_3d)
+    bf16 = native_bf16(dev)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             loss = _loss(net(x))
         loss.backward()
         opt.step()
@@ -92,7 +97,7 @@ def measure_step(init_filters: int, patch: int, batch: int, device: str, warmup:
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    return float(harness.median(times) or float("nan"))
+    return float(harness.median(times) or float("nan")), "bf16" if bf16 else "fp32"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,10 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     train_items = args.items * (args.folds - 1) // args.folds
     samples = args.folds * args.epochs * train_items
     total = samples * flops["train_sample"] + args.items * flops["eval_crop"]  # every nodule evaluated once
-    step_s = measure_step(args.init_filters, args.patch, args.batch, args.device, args.warmup, args.iterations)
+    step_s, precision = measure_step(
+        args.init_filters, args.patch, args.batch, args.device, args.warmup, args.iterations
+    )
     achieved = args.batch * flops["train_sample"] / step_s
     rates = device_rate(args.device)
-    share = achieved / rates["conv3d_bf16"]
+    share = achieved / rates[f"conv3d_{precision}"]
     gpu_peak = args.gpu_peak_tflops * 1e12
     result = {
         "machine": machine,
@@ -137,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         "step_s": step_s,
         "samples_per_s": args.batch / step_s,
         "achieved_tflops": achieved / 1e12,
-        "device_conv_bf16_tflops": rates["conv3d_bf16"] / 1e12,
+        "precision": precision,
+        "device_conv_tflops": rates[f"conv3d_{precision}"] / 1e12,
         "share_of_device_rate": share,
         "this_device_hours": total / achieved / 3600.0,
         "gpu_s_at_same_share": total / (share * gpu_peak),
@@ -151,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         ["FLOPs per training sample (fwd + bwd) / eval crop", f"{result['gflop_per_train_sample']:.1f} / "
          f"{result['gflop_per_eval_crop']:.1f} GFLOP"],
         ["training samples; total", f"{samples:,}; {result['total_pflop']:.2f} PFLOP"],
-        [f"measured step (batch {args.batch}, bf16, channels-last)", f"{step_s:.2f} s = "
+        [f"measured step (batch {args.batch}, {precision}, channels-last)", f"{step_s:.2f} s = "
          f"{result['samples_per_s']:.2f} samples/s = {result['achieved_tflops']:.3f} TFLOP/s"],
-        ["device bf16 convolution rate; share reached", f"{result['device_conv_bf16_tflops']:.2f} TFLOP/s; "
+        [f"device {precision} convolution rate; share reached", f"{result['device_conv_tflops']:.2f} TFLOP/s; "
          f"{share:.1%}"],
         ["this device, whole recipe", f"{result['this_device_hours']:.1f} h"],
         [f"GPU of {args.gpu_peak_tflops:.0f} TFLOP/s at the same share", f"{result['gpu_s_at_same_share']:.0f} s"],

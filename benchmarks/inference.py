@@ -209,13 +209,23 @@ def run_stock(args: argparse.Namespace) -> dict[str, Any]:
 # -- the device's rate and the network's FLOPs -------------------------------------------------------------------
 
 
+def native_bf16(dev: Any) -> bool:
+    """Whether ``dev`` computes bfloat16 natively: CUDA, or a CPU with AMX / AVX512-BF16 (elsewhere oneDNN emulates
+    it, orders of magnitude slower: a CPU rate measured that way says nothing and takes minutes)."""
+    from lung_nodule_mtl.engines.inferer import cpu_bf16_native
+
+    return dev.type == "cuda" or (dev.type == "cpu" and cpu_bf16_native())
+
+
 def device_rate(device: str) -> dict[str, float]:
-    """FLOP/s of a large 3D convolution and a large matmul on the device, float32 and bfloat16 (medians of 5)."""
+    """FLOP/s of a large 3D convolution and a large matmul on the device, float32 and (where the device computes it
+    natively, :func:`native_bf16`) bfloat16, medians of 5."""
     import torch
 
     from lung_nodule_mtl.inference.pipeline import resolve_device
 
     dev = resolve_device(device)
+    bf16 = native_bf16(dev)
 
     def timed(fn: Any) -> float:
         fn()
@@ -237,14 +247,16 @@ def device_rate(device: str) -> dict[str, float]:
     flops = 2.0 * n * c * c * 27 * s**3
     with torch.inference_mode():
         rates["conv3d_fp32"] = flops / timed(lambda: conv(x))
-        conv_cl, x_cl = conv.to(memory_format=torch.channels_last_3d), x.to(memory_format=torch.channels_last_3d)
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
-            rates["conv3d_bf16"] = flops / timed(lambda: conv_cl(x_cl))
+        if bf16:
+            conv_cl, x_cl = conv.to(memory_format=torch.channels_last_3d), x.to(memory_format=torch.channels_last_3d)
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                rates["conv3d_bf16"] = flops / timed(lambda: conv_cl(x_cl))
         m = 2048 if dev.type == "cpu" else 8192
         a, b = torch.randn(m, m, device=dev), torch.randn(m, m, device=dev)
         rates["matmul_fp32"] = 2.0 * m**3 / timed(lambda: a @ b)
-        a16, b16 = a.bfloat16(), b.bfloat16()
-        rates["matmul_bf16"] = 2.0 * m**3 / timed(lambda: a16 @ b16)
+        if bf16:
+            a16, b16 = a.bfloat16(), b.bfloat16()
+            rates["matmul_bf16"] = 2.0 * m**3 / timed(lambda: a16 @ b16)
     return rates
 
 
