@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
-from inference import device_rate, native_bf16
+from inference import device_rate
 
 LIDC_VOIS = 655
 """LIDC-IDRI nodule VOIs with a rating and a mask (of the 818), the cross-validation's items."""
@@ -71,7 +71,7 @@ def measure_step(
     natively (else float32); and that precision (``"bf16"`` / ``"fp32"``)."""
     import torch
 
-    from lung_nodule_mtl.engines import place_network
+    from lung_nodule_mtl.engines import bf16_native, place_network
     from lung_nodule_mtl.inference.pipeline import resolve_device
 
     dev = resolve_device(device)
@@ -79,7 +79,7 @@ def measure_step(
     net = place_network(_network(init_filters, torch.device("cpu")), dev, True).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     x = torch.rand(batch, 3, patch, patch, patch, device=dev).contiguous(memory_format=torch.channels_last_3d)
-    bf16 = native_bf16(dev)
+    bf16 = bf16_native(dev)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)

@@ -209,23 +209,17 @@ def run_stock(args: argparse.Namespace) -> dict[str, Any]:
 # -- the device's rate and the network's FLOPs -------------------------------------------------------------------
 
 
-def native_bf16(dev: Any) -> bool:
-    """Whether ``dev`` computes bfloat16 natively: CUDA, or a CPU with AMX / AVX512-BF16 (elsewhere oneDNN emulates
-    it, orders of magnitude slower: a CPU rate measured that way says nothing and takes minutes)."""
-    from lung_nodule_mtl.engines.inferer import cpu_bf16_native
-
-    return dev.type == "cuda" or (dev.type == "cpu" and cpu_bf16_native())
-
-
 def device_rate(device: str) -> dict[str, float]:
     """FLOP/s of a large 3D convolution and a large matmul on the device, float32 and (where the device computes it
-    natively, :func:`native_bf16`) bfloat16, medians of 5."""
+    natively, ``lung_nodule_mtl.engines.bf16_native``: emulated, a rate says nothing and takes minutes) bfloat16,
+    medians of 5."""
     import torch
 
+    from lung_nodule_mtl.engines import bf16_native
     from lung_nodule_mtl.inference.pipeline import resolve_device
 
     dev = resolve_device(device)
-    bf16 = native_bf16(dev)
+    bf16 = bf16_native(dev)
 
     def timed(fn: Any) -> float:
         fn()

@@ -18,12 +18,29 @@ from monai.inferers import Inferer
 
 from lung_nodule_mtl.utils.flags import as_bool
 
-__all__ = ["AutocastInferer", "CompiledNetwork", "MirrorInferer", "cpu_bf16_native", "cuda_amp_dtype", "place_network"]
+__all__ = [
+    "AutocastInferer",
+    "CompiledNetwork",
+    "MirrorInferer",
+    "bf16_native",
+    "cpu_bf16_native",
+    "cuda_amp_dtype",
+    "place_network",
+]
 
 
 def cpu_bf16_native() -> bool:
     """Whether this CPU computes bfloat16 natively (oneDNN's check: AMX, AVX512-BF16 or equivalent)."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def bf16_native(device: str | torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that supports it (Ampere and later), a CPU per
+    :func:`cpu_bf16_native`. Elsewhere bfloat16 is emulated, orders of magnitude slower."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return dev.type == "cpu" and cpu_bf16_native()
 
 
 def cuda_amp_dtype(dtype: str | torch.dtype | None = None) -> torch.dtype:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lung_nodule_mtl.engines import AutocastInferer, cpu_bf16_native
+from lung_nodule_mtl.engines import AutocastInferer, bf16_native, cpu_bf16_native
 
 
 class _Probe(nn.Module):
@@ -40,6 +40,19 @@ def test_disabled_is_the_plain_network() -> None:
     net, x = _Probe(), torch.randn(1, 2, 8, 8, 8)
     out = AutocastInferer(enabled=False)(x, net)
     assert net.seen == [False] and torch.equal(out["mask"], net.conv(x))
+
+
+def test_bf16_native_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lung_nodule_mtl.engines import inferer
+
+    for native in (True, False):  # a CPU: oneDNN's check decides
+        monkeypatch.setattr(inferer, "cpu_bf16_native", lambda native=native: native)
+        assert bf16_native("cpu") is native and bf16_native(torch.device("cpu")) is native
+    assert bf16_native("meta") is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for supported in (True, False):  # a GPU: Ampere and later
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert bf16_native("cuda") is supported
 
 
 def test_auto_follows_the_cpu_and_accepts_a_dtype_name() -> None:
