@@ -27,12 +27,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from lung_nodule_mtl.inference.bundle import load_scan_predictor
 from lung_nodule_mtl.io.ct import find_cases, load_ct
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reported_mask_dice import reference  # one integer label per reference nodule of a scan
 
 MISSED_DICE = 0.1
 
@@ -43,7 +45,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def nodules_of_set(folder: Path, voi: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """The set's real nodules: case, centre (RAS mm), reference mask (a label file and value, or a file), VOI row."""
+    """The set's real nodules: case, centre (RAS mm), diameter and the row of the VOI it came from."""
     table = _rows(folder / "nodules.csv")
     by_case = {r["case_id"]: r for r in voi}
     out: list[dict[str, Any]] = []
@@ -52,7 +54,6 @@ def nodules_of_set(folder: Path, voi: list[dict[str, str]]) -> list[dict[str, An
             if r.get("source") != "inserted" or r["from_case"] not in by_case:
                 continue
             out.append({"case": r["seriesuid"], "centre": json.loads(r["center_ras"]), "voi": by_case[r["from_case"]],
-                        "ref": folder / "labels" / f"{r['seriesuid']}.nii.gz", "value": None,
                         "diameter_mm": float(r["diameter_mm"])})  # fmt: skip
     else:  # prepare-lidc: the nodules in its datalist, each its own consensus mask
         for r in table:
@@ -64,17 +65,14 @@ def nodules_of_set(folder: Path, voi: list[dict[str, str]]) -> list[dict[str, An
             d = float(r["diameter_mm"])
             match = min(same, key=lambda v: abs(float(v["diameter_mm"]) - d))
             out.append({"case": r["scan_id"], "centre": [float(r[f"center_ras_{a}"]) for a in "xyz"], "voi": match,
-                        "ref": folder / r["label"], "value": 1, "diameter_mm": d})  # fmt: skip
+                        "diameter_mm": d})  # fmt: skip
     return out
 
 
-def reference_mask(nodule: dict[str, Any], affine: np.ndarray) -> np.ndarray | None:
-    """The nodule's reference mask on the scan grid (an ``insert-nodules`` label map: the label under its centre,
-    else the commonest label within 2 voxels)."""
-    labels = np.asarray(nib.load(nodule["ref"]).dataobj)
-    if nodule["value"] is not None:
-        return labels > 0
-    v = np.round((np.linalg.inv(affine) @ np.r_[nodule["centre"], 1.0])[:3]).astype(int)
+def reference_mask(labels: np.ndarray, centre: list[float], affine: np.ndarray) -> np.ndarray | None:
+    """The reference mask of the nodule at ``centre`` (RAS mm) in a scan's label map (:func:`reference`): the label
+    under its centre, else the commonest label within 2 voxels; ``None`` where there is none."""
+    v = np.round((np.linalg.inv(affine) @ np.r_[centre, 1.0])[:3]).astype(int)
     box = tuple(slice(max(c - 2, 0), c + 3) for c in v)
     values = labels[box][labels[box] > 0]
     if values.size == 0:
@@ -121,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             volume = load_ct(case)
             result = predictor.predict(volume.image, [n["centre"] for n in mine])
             labels = np.asarray(result.labels)
+            truth = reference(folder / "labels", case.case_id)
             for k, n in enumerate(mine):
-                ref = reference_mask(n, np.asarray(volume.image.affine))
+                ref = reference_mask(truth, n["centre"], np.asarray(volume.image.affine))
                 if ref is None:
                     continue
                 pred = labels == k + 1

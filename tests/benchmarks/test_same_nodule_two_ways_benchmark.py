@@ -80,8 +80,8 @@ def test_nodules_matched_to_their_vois(bench: ModuleType, tmp_path: Path) -> Non
     voi = bench._rows(table)
     nodules = bench.nodules_of_set(folder, voi)
     assert [n["voi"]["case_id"] for n in nodules] == ["P1_R_1"]  # the host nodule and the one without a VOI row out
-    ref = bench.reference_mask(nodules[0], AFFINE)
     labels = np.asarray(nib.load(folder / "labels" / "SYN-0001.nii.gz").dataobj)
+    ref = bench.reference_mask(labels, nodules[0]["centre"], AFFINE)
     assert ref is not None and np.array_equal(ref, labels == 2)
     # a prepare-lidc output: its nodules matched to the VOI of the same patient with the nearest diameter
     lidc = tmp_path / "lidc"
