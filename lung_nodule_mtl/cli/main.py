@@ -26,6 +26,7 @@ from lung_nodule_mtl.cli.common import print_summary
 from lung_nodule_mtl.cli.crossval import register as register_crossval
 from lung_nodule_mtl.cli.froc import register as register_froc
 from lung_nodule_mtl.cli.growth import register as register_growth
+from lung_nodule_mtl.cli.head_refit import register as register_head_refit
 from lung_nodule_mtl.cli.insertion import register as register_insertion
 from lung_nodule_mtl.cli.lidc import register as register_lidc
 from lung_nodule_mtl.cli.luna16 import register as register_luna16
@@ -307,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_crossval(sub)
     register_froc(sub)
     register_growth(sub)
+    register_head_refit(sub)
     register_insertion(sub)
     register_lidc(sub)
     register_luna16(sub)
