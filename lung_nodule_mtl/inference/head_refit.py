@@ -58,6 +58,7 @@ __all__ = [
     "collect_head_samples",
     "fit_detection_head",
     "head_scores",
+    "refit_detection_head",
     "write_refit_checkpoint",
 ]
 
