@@ -40,9 +40,10 @@ def _head(checkpoint: str, width: int) -> nn.Module:
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float | None:
-    from lung_nodule_mtl.inference.head_refit import _auc as auc
+    from lung_nodule_mtl.metrics.classification import rank_auc
 
-    return auc(np.concatenate([pos, neg]), np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]))
+    auc = rank_auc(np.concatenate([pos, neg]), np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]))
+    return None if np.isnan(auc) else auc
 
 
 def main(argv: list[str] | None = None) -> int:

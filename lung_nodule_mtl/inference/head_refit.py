@@ -49,7 +49,9 @@ from torch import nn
 
 from lung_nodule_mtl.constants import OutputKeys
 from lung_nodule_mtl.data.nodule_table import NoduleRecord
+from lung_nodule_mtl.engines.inferer import MirrorInferer
 from lung_nodule_mtl.io.geometry import voxel_to_world
+from lung_nodule_mtl.metrics.classification import rank_auc
 from lung_nodule_mtl.metrics.froc import LUNA16_MISSING_DIAMETER_MM, _hits
 
 __all__ = [
@@ -81,8 +83,8 @@ _SAMPLE_SETTINGS = (
 )
 """The predictor's settings that change a scan's samples (with the weights, the diameter floor and the jitter)."""
 
-_MIRRORS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))
-"""The 8 mirror images of a ``(B, C, H, W, D)`` crop, identity first (as ``MirrorInferer`` runs them)."""
+_MIRROR_IMAGES = 8
+"""Mirror images of a 3D crop (:class:`~lung_nodule_mtl.engines.MirrorInferer` along its three axes)."""
 
 
 @dataclass
@@ -158,20 +160,16 @@ def _crop_features(predictor: Any, iso: Any, centres: Sequence[Sequence[float]],
     feats: list[np.ndarray] = []
     try:
         for start in range(0, len(centres), batch_size):
-            chunk = centres[start : start + batch_size]
-            hu = torch.cat([predictor._crop(iso, c).as_tensor() for c in chunk], dim=1)
-            windowed = torch.as_tensor(predictor.window(hu))
-            x = windowed.reshape(windowed.shape[0], len(chunk), *predictor.patch_size).transpose(0, 1)
+            x = predictor._centred_crops(iso, centres[start : start + batch_size])
             x = x.contiguous(memory_format=torch.channels_last_3d).to(predictor.device)
             caught.clear()
             with predictor._autocast():
-                for dims in _MIRRORS:
-                    network(torch.flip(x, dims) if dims else x)
+                MirrorInferer()(x, network)  # the 8 mirror images, identity first: the hook keeps each one's neck
             feats.append(torch.stack(caught, dim=1).numpy())
     finally:
         hook.remove()
     width = int(feats[0].shape[-1]) if feats else 0
-    return np.concatenate(feats) if feats else np.zeros((0, len(_MIRRORS), width), np.float32)
+    return np.concatenate(feats) if feats else np.zeros((0, _MIRROR_IMAGES, width), np.float32)
 
 
 def _inside(centres: NDArray[np.float64], nodules: Sequence[NoduleRecord], missing_diameter_mm: float) -> NDArray:
@@ -277,14 +275,6 @@ def head_scores(head: nn.Module, features: NDArray[np.float32], mirror_above: fl
     return np.where(one >= mirror_above, mirrored, one)
 
 
-def _auc(scores: NDArray, labels: NDArray) -> float | None:
-    pos, neg = scores[labels > 0.5], scores[labels <= 0.5]
-    if not len(pos) or not len(neg):
-        return None
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
-
-
 def fit_detection_head(
     head: nn.Module,
     samples: HeadSamples,
@@ -322,7 +312,7 @@ def fit_detection_head(
             f"epochs and batch_size must be >= 1, learning_rate > 0, weight_decay >= 0; got {epochs!r}, "
             f"{batch_size!r}, {learning_rate!r}, {weight_decay!r}."
         )
-    before = _auc(head_scores(head.eval(), samples.features), samples.labels)
+    before = rank_auc(head_scores(head.eval(), samples.features), samples.labels)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     trained = copy.deepcopy(head).float().train()
@@ -345,7 +335,7 @@ def fit_detection_head(
             count += len(idx)
         last = total / count
     trained.eval()
-    after = _auc(head_scores(trained, samples.features), samples.labels)
+    after = rank_auc(head_scores(trained, samples.features), samples.labels)
     summary = {
         "crops": len(samples),
         "positive_crops": n_pos,

@@ -471,6 +471,14 @@ class ScanPredictor:
             logits = logits.as_tensor()
         return torch.sigmoid(logits[0, 0].float()), {"windows": windows.run, "windows_skipped": windows.skipped}
 
+    def _centred_crops(self, iso: MetaTensor, centres_ras: Sequence[Sequence[float]]) -> torch.Tensor:
+        """The windowed crops centred on ``centres_ras``, ``(N, channels, *patch_size)``, as a plain tensor."""
+        # windowed at once (the crops side by side along the first axis: element-wise, the same values), then
+        # plain tensors into the network: a MetaTensor would carry its meta through every operation (slower)
+        hu = torch.cat([cast(MetaTensor, self._crop(iso, c)).as_tensor() for c in centres_ras], dim=1)
+        windowed = convert_to_tensor(self.window(hu), track_meta=False)
+        return windowed.reshape(windowed.shape[0], len(centres_ras), *self.patch_size).transpose(0, 1)
+
     @torch.inference_mode()
     def _heads(
         self, iso: MetaTensor, centres_ras: Sequence[Sequence[float]], mirror: bool = False
@@ -479,11 +487,7 @@ class ScanPredictor:
         ``mirror``: the mean of the logits over each crop's 8 mirror images)."""
         if not centres_ras:
             return [], torch.zeros((0, *self.patch_size))
-        # windowed at once (the crops side by side along the first axis: element-wise, the same values), then
-        # plain tensors into the network: a MetaTensor would carry its meta through every operation (slower)
-        hu = torch.cat([cast(MetaTensor, self._crop(iso, c)).as_tensor() for c in centres_ras], dim=1)
-        windowed = convert_to_tensor(self.window(hu), track_meta=False)
-        crops = list(windowed.reshape(windowed.shape[0], len(centres_ras), *self.patch_size).transpose(0, 1))
+        crops = list(self._centred_crops(iso, centres_ras))
         preds: list[dict] = []
         masks: list[torch.Tensor] = []
         for start in range(0, len(crops), self.sw_batch_size):
