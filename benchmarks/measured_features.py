@@ -9,7 +9,11 @@ out-of-fold report over the datalist's patient folds:
 * malignancy: size and density (``measured``), every measurement (``all-measured``), and in the same run the
   baseline, the equivalent diameter alone (and the readers' diameter in the report);
 * attributes: a multinomial model per attribute on every measurement against the majority rating of the other
-  folds (exact and within-one accuracy).
+  folds (exact and within-one accuracy);
+* the ceiling of any model that reads malignancy through the attributes: the same out-of-fold logistic model of
+  the mask's size plus the **readers' own** attribute ratings (``size + readers' attributes``; with the density:
+  ``size, density + readers' attributes``). No model can be told these ratings on a new scan, and the same readers
+  rated malignancy in the same sitting, so it is an upper bound, not a baseline.
 
     lung-nodule-mtl prepare-vois --vois ../shared/data/lidc_vois --out data/lidc_vois --folds 5
     python benchmarks/measured_features.py --datalist data/lidc_vois/datalist.json --out runs/measured \\
@@ -74,6 +78,39 @@ def measure_datalist(datalist: Path, out: Path) -> list[Path]:
     return tables
 
 
+READERS_ATTRIBUTES: tuple[str, ...] = (
+    "subtlety",
+    "calcification",
+    "sphericity",
+    "margin",
+    "lobulation",
+    "spiculation",
+    "texture",
+)
+"""The readers' graded ratings of the ceiling rows (internal structure is one rating in nearly every nodule)."""
+
+
+def readers_attributes_ceiling(
+    tables: list[Path], measurements: list[str], n_bootstrap: int, l2: float = 1e-2
+) -> dict[str, Any]:
+    """The out-of-fold malignancy report (the fusion's own, :func:`fit_malignancy_fusion`'s) of a logistic model of
+    ``measurements`` plus the readers' :data:`READERS_ATTRIBUTES` ratings of each nodule (the attributes rated
+    two ways or more; nodules with one of their ratings missing are left out). The ratings join the measurements
+    of the fusion's design only here: a fusion that is saved cannot name them."""
+    import numpy as np
+
+    from lung_nodule_mtl.inference.fusion import _groups, _malignancy_report, read_oof_predictions
+
+    data = read_oof_predictions(tables)
+    ratings = {a: data["attributes"][a] for a in READERS_ATTRIBUTES}
+    rated = {f"rated_{a}": v for a, v in ratings.items() if np.unique(v[np.isfinite(v)]).size >= 2}
+    if not rated:
+        raise ValueError(f"{tables[0]}: no attribute is rated two ways or more; no ceiling to measure.")
+    data["measurements"] = {**data["measurements"], **rated}
+    report, _ = _malignancy_report(data, [*measurements, *rated], _groups(data, len(tables)), l2, n_bootstrap)
+    return {**report, "readers_attributes": sorted(a.removeprefix("rated_") for a in rated)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--datalist", required=True, help="prepare-vois datalist.json with patient folds")
@@ -102,9 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{harness.machine_line(results['machine'])}; {len(tables)} folds; {LIDC_CITATION}\n")
     print("| malignancy, out of fold | AUC [95% CI] | − reference diameter [95% CI] | size-matched AUC | Brier |")
     print("|---|---|---|---|---|")
-    for name, features in sets.items():
-        _, report = fit_malignancy_fusion(tables, n_bootstrap=args.bootstrap, features=features)
-        m = report["malignancy"]
+    ceiling = {
+        "size + readers' attributes (ceiling)": ["log_diameter_mm"],
+        "size, density + readers' attributes (ceiling)": list(DEFAULT_MALIGNANCY_FEATURES),
+    }
+    for name, features in [*sets.items(), *ceiling.items()]:
+        if name in ceiling:
+            m = readers_attributes_ceiling(tables, features, args.bootstrap)
+        else:
+            m = fit_malignancy_fusion(tables, n_bootstrap=args.bootstrap, features=features)[1]["malignancy"]
         results["malignancy"][name] = m
         ci, diff = m["ci_fused"], m["ci_fused_minus_reference_diameter"]
         gain = m["fused_minus_reference_diameter"]
@@ -112,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{m['fused_auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", f"{gain:+.3f} [{diff[0]:+.3f}, {diff[1]:+.3f}]",
                  f"{matched['auc']:.3f} ({matched['n_pairs']} pairs)", f"{m['brier']['fused']:.3f}"]  # fmt: skip
         print(f"| {name} | " + " | ".join(cells) + " |")
+    m = results["malignancy"]["diameter (equivalent, reference mask)"]
     print(f"\nreference diameter alone: AUC {m['reference_diameter_auc']:.3f}; size-matched pairs: its AUC "
           f"{m['size_matched_fused']['diameter_auc']:.3f}\n")  # fmt: skip
     _, report = fit_malignancy_fusion(tables, features=None, attribute_features=list(DEFAULT_ATTRIBUTE_FEATURES))
