@@ -9,7 +9,8 @@
 #
 # The recipe's numbers can be changed (defaults: step 3 as it ran): INIT (weights that mine and are fine-tuned,
 # bundle/models/model.pt), EPOCHS (5), WINDOWS (scan windows per epoch, 300), VOI_WINDOWS (300), LR (5e-4),
-# BUDGET (time budget in s, 3000).
+# BUDGET (time budget in s, 3000), EXTRA (further bundle overrides appended to the training command, e.g.
+# EXTRA="--window_fractions#anywhere 0.35 --anywhere_shift_mm 24").
 #
 # Writes $WORK/run/models/model_final.pt, $WORK/negatives.csv, $WORK/train.log, $WORK/voi_eval/metrics.json.
 set -uo pipefail
@@ -24,6 +25,7 @@ WINDOWS=${WINDOWS:-300}
 VOI_WINDOWS=${VOI_WINDOWS:-300}
 LR=${LR:-0.0005}
 BUDGET=${BUDGET:-3000}
+read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
 mkdir -p "$C"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 log prepare-vois
@@ -71,7 +73,7 @@ python -m monai.bundle run training --meta_file bundle/configs/metadata.json \
     --host_images "['$S/totalsegmentator_example/example_ct.nii.gz']" --scan_negatives $C/negatives.csv \
     --epochs "$EPOCHS" --scan_windows_per_epoch "$WINDOWS" --voi_windows_per_epoch "$VOI_WINDOWS" --batch_size 8 \
     --num_workers 1 --val_interval 100000 --resume False --time_budget_s "$BUDGET" --init_weights "$INIT" \
-    --learning_rate "$LR" --validate#dataset#cache_rate 0 > $C/train.log 2>&1
+    --learning_rate "$LR" --validate#dataset#cache_rate 0 "${EXTRA_ARGS[@]}" > $C/train.log 2>&1
 log "training exit $?"
 log VOI eval
 python -m monai.bundle run evaluating --meta_file bundle/configs/metadata.json \
