@@ -8,7 +8,10 @@
 #
 # Knobs (environment): EPOCHS, WINDOWS (scan windows per epoch), BATCH, WORKERS, SCANS (synthetic whole scans),
 # SCAN_SHAPE, PATCH, BUDGET (s of training: epochs and the cosine schedule are shortened to fit, TimeBudget),
-# TRAIN_TIMEOUT (s, hard limit; the newest epoch's weights are kept if it runs out), WORK (scratch folder).
+# TRAIN_TIMEOUT (s, hard limit; the newest epoch's weights are kept if it runs out), WORK (scratch folder),
+# EXTRA (further bundle overrides appended to the training command; the window mix the 2026-12-07 notes ask the next
+# GPU run to try: EXTRA="--window_fractions#centred 0.2 --window_fractions#anywhere 0.35 --window_fractions#hard 0.3
+# --window_fractions#random 0.15 --anywhere_shift_mm 20").
 # Writes $OUT/model.pt (the final weights, state dict), $OUT/train.log and $OUT/run.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,7 @@ PATCH=${PATCH:-[48,48,48]}
 BUDGET=${BUDGET:-420}
 TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-500}
 PY=${PYTHON:-python3}
+read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
 mkdir -p "$OUT" "$WORK"
 start=$(date +%s)
 log() { echo "[$(( $(date +%s) - start )) s] $*" | tee -a "$OUT/train.log"; }
@@ -74,7 +78,7 @@ timeout "$TRAIN_TIMEOUT" "$PY" -m monai.bundle run training --meta_file bundle/c
     --epochs "$EPOCHS" --scan_windows_per_epoch "$WINDOWS" --batch_size "$BATCH" --num_workers "$WORKERS" \
     --patch_size "$PATCH" --val_interval 100000 --resume False --time_budget_s "$BUDGET" \
     --voi_windows_per_epoch "$VOI_WINDOWS" --init_weights "$init" --learning_rate "$LR" \
-    --validate#dataset#cache_rate 0 \
+    --validate#dataset#cache_rate 0 "${EXTRA_ARGS[@]}" \
     --train#dataloader#persistent_workers "$([ "$WORKERS" -gt 0 ] && echo True || echo False)" >>"$OUT/train.log" 2>&1
 rc=$?
 log "training exit status $rc"
