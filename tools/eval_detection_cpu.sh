@@ -9,6 +9,10 @@
 #
 #   WORK=runs/eval LABEL=0.5.0 [CKPT=bundle/models/model.pt] [SHARED=../shared/data] bash tools/eval_detection_cpu.sh
 #
+# CLF=path/candidate_classifier.json: predict with that candidate classifier (fit-candidate-classifier; CLF=none: the
+# detection head alone, whatever lies beside the weights); LIDC-IDRI-0001 at the operating point is then predicted
+# at the threshold the development scans chose in this run. SKIP_VOI=1: no VOI evaluation (same weights).
+#
 # Writes $WORK/<LABEL>/{dev,test_syn,test_lidc0001}_froc.json, voi_eval/metrics.json, lidc0001_default/ and
 # summary.txt (one line per figure).
 set -uo pipefail
@@ -18,6 +22,8 @@ S=${SHARED:-../shared/data}
 W=${WORK:?scratch folder, e.g. runs/eval}
 L=${LABEL:?a name for these weights, e.g. 0.5.0}
 CKPT=${CKPT:-bundle/models/model.pt}
+CLF_ARGS=()
+[ -n "${CLF:-}" ] && CLF_ARGS=(--candidate-classifier "$CLF")
 R=$W/$L
 mkdir -p "$R"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
@@ -55,7 +61,7 @@ for set in dev test_syn test_lidc0001; do
     # the bundle's test-time mirroring (TTA=--no-tta for one pass): the likelier candidates' detection probability
     # is the mean over the 8 mirror images (bundle 0.6.1)
     lung-nodule-mtl predict -i "$W/$set/images" -o "$R/pred_$set" --checkpoint "$CKPT" --threshold 0 \
-        --max-nodules 50 ${TTA:---tta} --no-progress > "$R/pred_$set.log" 2>&1 || exit 1
+        --max-nodules 50 ${TTA:---tta} "${CLF_ARGS[@]}" --no-progress > "$R/pred_$set.log" 2>&1 || exit 1
     excluded=()
     [ "$set" = test_lidc0001 ] && excluded=(--excluded "$W/lidc0001_annotations_excluded.csv")
     point=()  # the development scans choose the operating point (bundle detection_threshold), nothing else does
@@ -64,14 +70,18 @@ for set in dev test_syn test_lidc0001; do
         "${excluded[@]}" "${point[@]}" --cases-from-predictions-dir --bootstrap 1000 --out "$R/${set}_froc.json" \
         > "$R/${set}_froc.txt"
 done
+if [ -z "${SKIP_VOI:-}" ]; then
 log "VOI evaluation, fold 4"
 python -m monai.bundle run evaluating --meta_file bundle/configs/metadata.json \
     --config_file "['bundle/configs/train.yaml','bundle/configs/train_scans.yaml','bundle/configs/evaluate.yaml']" \
     --dataset_dir "$W/lidc_vois" --val_fold 4 --ckpt_file "$CKPT" --output_dir "$R/voi_eval" \
     --bundle_root "$R/bundle_root" > "$R/voi_eval.log" 2>&1 || exit 1
+fi
 log "LIDC-IDRI-0001 (DICOM) at the operating point"
+POINT=()
+[ -n "${CLF:-}" ] && POINT=(--threshold "$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["operating_point"]["threshold"])' "$R/dev_froc.json")")
 lung-nodule-mtl predict -i "$S/lidc_idri/LIDC-IDRI-0001" -o "$R/lidc0001_default" --checkpoint "$CKPT" --no-dicom \
-    --no-progress > "$R/lidc0001_default.log" 2>&1 || exit 1
+    "${CLF_ARGS[@]}" "${POINT[@]}" --no-progress > "$R/lidc0001_default.log" 2>&1 || exit 1
 
 python - "$R" <<'PY'
 import json, sys
@@ -89,9 +99,10 @@ for s in ("dev", "test_syn", "test_lidc0001"):
         p = f["operating_point"]
         lines.append(f"dev operating point (<= 2 FP/scan): threshold {p['threshold']}, sensitivity "
                      f"{p['sensitivity']:.3f} at {p['fps_per_scan']:.2f} FP/scan (set detection_threshold from it)")
-m = json.loads((r / "voi_eval" / "metrics.json").read_text())
-seg, mal = m.get("segmentation", {}).get("dice", {}), m.get("malignancy", {})
-lines.append(f"fold-4 VOIs ({m['n_nodules']}): Dice {seg}; malignancy {json.dumps({k: v for k, v in mal.items() if 'auc' in k})}")
+if (r / "voi_eval" / "metrics.json").is_file():
+    m = json.loads((r / "voi_eval" / "metrics.json").read_text())
+    seg, mal = m.get("segmentation", {}).get("dice", {}), m.get("malignancy", {})
+    lines.append(f"fold-4 VOIs ({m['n_nodules']}): Dice {seg}; malignancy {json.dumps({k: v for k, v in mal.items() if 'auc' in k})}")
 n = json.loads(next((r / "lidc0001_default").glob("*.json")).read_text())
 nod = n.get("nodules", [])
 lines.append(f"LIDC-IDRI-0001 at the operating point: {len(nod)} nodules, detection probabilities "

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lung_nodule_mtl import __version__
+from lung_nodule_mtl.cli.candidates import register as register_candidates
 from lung_nodule_mtl.cli.common import print_summary
 from lung_nodule_mtl.cli.crossval import register as register_crossval
 from lung_nodule_mtl.cli.froc import register as register_froc
@@ -124,6 +125,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             overrides[key] = value
+    if args.candidate_classifier is not None:
+        overrides["candidate_classifier"] = None if args.candidate_classifier == "none" else args.candidate_classifier
     predictor, _ = load_scan_predictor(args.bundle, overrides)
     result = predict_batch(
         args.input,
@@ -280,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-nodules", type=int, default=None, help="most nodules per scan (default: 20)")
     p.add_argument("--no-lung-mask", action="store_true", help="analyse the whole image, not only the lungs")
     p.add_argument(
+        "--candidate-classifier",
+        default=None,
+        help="candidate_classifier.json (blob proposals and the detection probability from measured features and the "
+        "head, fit-candidate-classifier) to use, or 'none' for the detection head alone (default: the file beside "
+        "the weights, where there is one)",
+    )
+    p.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -309,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_froc(sub)
     register_growth(sub)
     register_head_refit(sub)
+    register_candidates(sub)
     register_insertion(sub)
     register_lidc(sub)
     register_luna16(sub)

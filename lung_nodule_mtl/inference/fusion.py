@@ -50,6 +50,7 @@ __all__ = [
     "KNOWN_FEATURES",
     "MalignancyFusion",
     "SoftmaxModel",
+    "file_beside",
     "fit_malignancy_fusion",
     "fusion_beside",
     "fusion_inputs",
@@ -333,9 +334,16 @@ def fusion_beside(ckpt_file: str | os.PathLike[str] | None) -> str | None:
     Where the file records the weights it was fitted for (``fitted_on.weights.sha256``, ``fit-malignancy
     --weights``) and these are other weights (e.g. retrained in the same folder), it is not used, with a warning.
     """
+    return file_beside(ckpt_file, FUSION_FILE, "lung-nodule-mtl fit-malignancy --weights")
+
+
+def file_beside(ckpt_file: str | os.PathLike[str] | None, name: str, refit: str) -> str | None:
+    """``name`` in the folder of the weights ``ckpt_file`` if it exists and, where it records the weights it was
+    fitted for (``fitted_on.weights.sha256``), was fitted for these; else ``None`` (with a warning naming
+    ``refit``, the command that fits it, when it belongs to other weights)."""
     if ckpt_file in (None, ""):
         return None
-    path = Path(str(ckpt_file)).parent / FUSION_FILE
+    path = Path(str(ckpt_file)).parent / name
     if not path.is_file():
         return None
     try:
@@ -345,8 +353,8 @@ def fusion_beside(ckpt_file: str | os.PathLike[str] | None) -> str | None:
     if Path(str(ckpt_file)).is_file() and weights_fingerprint(str(ckpt_file))["sha256"] != expected:
         warnings.warn(
             f"{path}: fitted for other weights (sha256 {str(expected)[:12]}…) than {str(ckpt_file)!r}; not used. "
-            "Refit it for these weights (lung-nodule-mtl fit-malignancy --weights) or remove it.",
-            stacklevel=2,
+            f"Refit it for these weights ({refit}) or remove it.",
+            stacklevel=3,
         )
         return None
     return str(path)

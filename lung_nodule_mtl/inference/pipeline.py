@@ -27,7 +27,11 @@
    point), the rest ranked by it, at most ``max_nodules``. With ``mirror_tta`` the reported nodules' heads (and, for
    given centres, their masks) are the mean over the crop's 8 mirror images (nnU-Net's test-time mirroring,
    :class:`~lung_nodule_mtl.engines.MirrorInferer`); the detection probability stays the single pass's, so the
-   operating point means what it meant.
+   operating point means what it meant. With a ``candidate_classifier``
+   (:mod:`~lung_nodule_mtl.inference.candidates`), blob proposals (LoG maxima inside the lungs, ranked by their
+   Hessian features) away from the mask's candidates are scored too, and every candidate's detection probability is
+   the classifier's: measured features at its centre (Hessian eigenvalues, HU, the shape of its bright component)
+   and the head's logit.
 6. **Back to the input grid**: the label map (one label per nodule, 1 = most probable) is resampled
    to exactly the input's grid and affine by nearest neighbour (MONAI's ``ResampleToMatch`` for oblique grids).
    Volumes and diameters are measured on the isotropic grid, before that resampling.
@@ -55,6 +59,15 @@ from torch import nn
 from lung_nodule_mtl import __version__
 from lung_nodule_mtl.constants import AIR_HU, ATTRIBUTE_CLASSES, OutputKeys, ras_to_lps
 from lung_nodule_mtl.engines.inferer import MirrorInferer, cpu_bf16_native
+from lung_nodule_mtl.inference.candidates import (
+    CANDIDATE_FEATURES,
+    CandidateClassifier,
+    blob_proposals,
+    candidate_features,
+)
+from lung_nodule_mtl.inference.candidates import (
+    head_logits as _head_logits,
+)
 from lung_nodule_mtl.inference.fusion import MalignancyFusion
 from lung_nodule_mtl.io.geometry import equivalent_diameter_mm, outside_image, voxel_to_world, world_to_voxel
 from lung_nodule_mtl.metrics.measurements import nodule_measurements
@@ -322,6 +335,7 @@ class ScanPredictor:
         mirror_candidates_above: float | None = 0.5,
         merge_fragments: bool = True,
         crop_masks: bool = True,
+        candidate_classifier: str | os.PathLike[str] | None = None,
     ) -> None:
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
@@ -369,6 +383,18 @@ class ScanPredictor:
         self.crop_masks = as_bool(crop_masks, "crop_masks")
         self.model_info = dict(model_info or {})
         self.fusion = MalignancyFusion.from_config(malignancy_fusion)
+        self.classifier = CandidateClassifier.from_config(candidate_classifier)
+        if self.classifier is not None:
+            if not self.has_detection_head:
+                raise ValueError(
+                    f"candidate_classifier {str(candidate_classifier)!r} needs a network with a detection head "
+                    "('nodule'); this network has none."
+                )
+            self.model_info["candidate_classifier"] = {
+                "file": str(candidate_classifier),
+                "max_proposals": self.classifier.max_proposals,
+                "weights": self.classifier.fitted_on.get("weights"),
+            }
         if self.fusion is not None:
             self.model_info["malignancy_fusion"] = {
                 "file": str(malignancy_fusion),
@@ -413,7 +439,14 @@ class ScanPredictor:
             "max_nodules": self.max_nodules,
             "max_candidates": self.max_candidates,
             "detection_threshold": self.detection_threshold,
-            "detection_score": "nodule head" if self.has_detection_head else "mask peak",
+            "detection_score": (
+                "candidate classifier"
+                if self.classifier is not None
+                else "nodule head"
+                if self.has_detection_head
+                else "mask peak"
+            ),
+            "blob_proposals": 0 if self.classifier is None else self.classifier.max_proposals,
             "lung_mask": self.use_lung_mask,
             "precision": {None: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[self.amp_dtype],
             "mirror_tta": self.mirror_tta,
@@ -577,15 +610,24 @@ class ScanPredictor:
         return lut[comp], [f[0] for f in found], [f[2] for f in found]
 
     def _select(
-        self, labels: NDArray[np.int32], centres: list, heads: list[dict], peaks: Sequence[float]
+        self,
+        labels: NDArray[np.int32],
+        centres: list,
+        heads: list[dict],
+        peaks: Sequence[float],
+        classified: Sequence[float] | None = None,
     ) -> tuple[NDArray[np.int32], list, list[dict], list[float | None], list[int]]:
-        """The operating point: detection probability (the ``nodule`` head, else the mask peak) per candidate, those
-        below ``detection_threshold`` dropped, the rest most probable first, at most ``max_nodules``; the label
-        map renumbered to match (1 = most probable), and the kept candidates' indices."""
-        scores = [
-            float(h.get(_NODULE_PROB, p)) if self.has_detection_head else float(p)
-            for h, p in zip(heads, peaks, strict=True)
-        ]
+        """The operating point: detection probability (``classified``: the candidate classifier's; else the
+        ``nodule`` head, else the mask peak) per candidate, those below ``detection_threshold`` dropped, the rest most
+        probable first, at most ``max_nodules``; the label map renumbered to match (1 = most probable), and the kept
+        candidates' indices."""
+        if classified is not None:
+            scores = [float(c) for c in classified]
+        else:
+            scores = [
+                float(h.get(_NODULE_PROB, p)) if self.has_detection_head else float(p)
+                for h, p in zip(heads, peaks, strict=True)
+            ]
         keep = [
             i
             for i in sorted(range(len(scores)), key=lambda i: -scores[i])
@@ -722,21 +764,27 @@ class ScanPredictor:
             iso_labels[box] = box_labels
             offset = np.asarray([s.start for s in box], dtype=np.float64)
             centres = [voxel_to_world(np.asarray(iso.affine), c + offset).tolist() for c in centres_box]
+        if self.classifier is not None:
+            with _timed(timings, "proposals"):
+                added = self._proposals(iso, hu, lungs, [np.asarray(c) + offset for c in centres_box])
+                centres += added
+                scores += [0.0] * len(added)
+                counts["candidates_proposed"] = len(added)
         with _timed(timings, "heads"):
-            heads, crop_probs = self._heads(iso, centres)
-            mirrored_done = np.zeros(len(centres), dtype=bool)
-            if self._mirrors_candidates:  # the likelier candidates scored again, mirrored: their score replaced
-                floor = float(self.mirror_candidates_above)  # type: ignore[arg-type]
-                likely = [i for i, h in enumerate(heads) if float(h[_NODULE_PROB]) >= floor]
-                if likely:
-                    again, again_probs = self._heads(iso, [centres[i] for i in likely], mirror=True)
-                    for j, i in enumerate(likely):
-                        heads[i] = again[j]
-                    crop_probs = crop_probs.clone()  # an inference tensor: updated in place out of inference mode
-                    crop_probs[likely] = again_probs
-                    mirrored_done[likely] = True
-                counts["candidates_mirrored"] = len(likely)
-            iso_labels, centres, heads, detection, keep = self._select(iso_labels, centres, heads, scores)
+            heads, crop_probs, mirrored_done, n_mirrored = self._candidate_heads(iso, centres)
+            n_mask = len(centres_box)
+            if self.classifier is not None and self.classifier.proposals_need_mask and len(centres) > n_mask:
+                kept = [i for i in range(len(centres)) if i < n_mask or self._centre_component(crop_probs[i].numpy())
+                        is not None]  # fmt: skip
+                centres, heads, scores = [centres[i] for i in kept], [heads[i] for i in kept], [scores[i] for i in kept]
+                crop_probs, mirrored_done = crop_probs[kept], mirrored_done[kept]
+                counts["candidates_proposed"] = len(kept) - n_mask
+            if self._mirrors_candidates:
+                counts["candidates_mirrored"] = n_mirrored
+            classified = None
+            if self.classifier is not None:
+                classified = self.classifier.score(self._candidate_features(iso, hu, centres), _head_logits(heads))
+            iso_labels, centres, heads, detection, keep = self._select(iso_labels, centres, heads, scores, classified)
             crop_probs = crop_probs[keep]
             todo = [k for k, i in enumerate(keep) if not mirrored_done[i]] if self.mirror_tta else []
             if todo:  # the other reported nodules again, mirrored; their (one-pass) detection score kept
@@ -766,6 +814,53 @@ class ScanPredictor:
                         self._paste(iso_labels, np.asarray(iso.affine), centre, component, k + 1, within=lung)
         return _Found(iso_labels, centres, heads, detection, "detected", counts=counts, kept_probability=kept_prob,
                       crop_probs=crop_probs)  # fmt: skip
+
+    def _candidate_heads(
+        self, iso: MetaTensor, centres: Sequence[Sequence[float]]
+    ) -> tuple[list[dict], torch.Tensor, NDArray[np.bool_], int]:
+        """The heads and crop masks of candidates as the operating point sees them: one pass each, then, with
+        ``mirror_tta`` and ``mirror_candidates_above``, the likelier ones again over their 8 mirror images (their
+        scores replaced). Returns the heads, the crop probabilities, which were mirrored and how many."""
+        heads, crop_probs = self._heads(iso, centres)
+        mirrored_done = np.zeros(len(centres), dtype=bool)
+        if not self._mirrors_candidates:
+            return heads, crop_probs, mirrored_done, 0
+        floor = float(self.mirror_candidates_above)  # type: ignore[arg-type]
+        likely = [i for i, h in enumerate(heads) if float(h[_NODULE_PROB]) >= floor]
+        if likely:
+            again, again_probs = self._heads(iso, [centres[i] for i in likely], mirror=True)
+            for j, i in enumerate(likely):
+                heads[i] = again[j]
+            crop_probs = crop_probs.clone()  # an inference tensor: updated in place out of inference mode
+            crop_probs[likely] = again_probs
+            mirrored_done[likely] = True
+        return heads, crop_probs, mirrored_done, len(likely)
+
+    def _blob_proposals(self, hu: NDArray[np.float32], lungs: _Lungs) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """:func:`~lung_nodule_mtl.inference.candidates.blob_proposals` inside the lungs' box: voxels of the
+        isotropic grid and their features."""
+        box = lungs.box
+        points, feats = blob_proposals(hu[box], None if lungs.mask is None else lungs.mask[box])
+        return points + np.asarray([b.start for b in box], dtype=np.int64), feats
+
+    def _proposals(
+        self, iso: MetaTensor, hu: NDArray[np.float32], lungs: _Lungs, taken: Sequence[NDArray[np.float64]]
+    ) -> list[list[float]]:
+        """The blob proposals the candidate classifier adds (RAS mm): away from the ``taken`` mask candidates
+        (isotropic voxels), best ranked first."""
+        assert self.classifier is not None
+        points, feats = self._blob_proposals(hu, lungs)
+        chosen = self.classifier.propose(points, feats, np.asarray(taken).reshape(-1, 3), self.spacing_mm)
+        affine = np.asarray(iso.affine)
+        return [voxel_to_world(affine, points[i].astype(np.float64)).tolist() for i in chosen]
+
+    def _candidate_features(
+        self, iso: MetaTensor, hu: NDArray[np.float32], centres: Sequence[Sequence[float]]
+    ) -> NDArray[np.float32]:
+        """:func:`~lung_nodule_mtl.inference.candidates.candidate_features` at each centre (RAS mm)."""
+        affine = np.asarray(iso.affine)
+        rows = [candidate_features(hu, world_to_voxel(affine, np.asarray(c, dtype=np.float64))) for c in centres]
+        return np.stack(rows) if rows else np.zeros((0, len(CANDIDATE_FEATURES)), dtype=np.float32)
 
     def _fragment_owners(
         self,

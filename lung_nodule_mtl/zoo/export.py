@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 BUNDLE_ENTRIES = ("LICENSE", "configs", "docs", "models", "large_files.yml", "large_files.yaml", "large_files.json")
 """What is copied from the bundle folder (run outputs such as ``eval/`` or ``data/`` are left behind)."""
 
-MODEL_FILES = ("model.pt", "model.ts", "malignancy_fusion.json")
+MODEL_FILES = ("model.pt", "model.ts", "malignancy_fusion.json", "candidate_classifier.json")
 """The files of ``models/`` that go in the export (training checkpoints stay behind); all but ``model.pt`` belong to
 the bundle's own weights and stay behind when other weights (``ckpt``) are exported."""
 

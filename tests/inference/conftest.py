@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -228,3 +229,47 @@ class ThresholdNet(nn.Module):
 def threshold_net() -> type[ThresholdNet]:
     """The :class:`ThresholdNet` class (call it for a fresh network)."""
     return ThresholdNet
+
+
+class DetectingNet(ThresholdNet):
+    """:class:`ThresholdNet` with a detection head (``nodule``): its logit grows with the foreground share of the
+    crop's central 8 voxels (a blob centred in the crop scores high, a thin vessel's cross-section lower)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({str(OutputKeys.NODULE): nn.Identity()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = super().forward(x)
+        fg = (out[str(OutputKeys.MASK)] > 0).float()
+        h, w, d = (s // 2 for s in fg.shape[2:])
+        centre = fg[:, 0, h - 4 : h + 4, w - 4 : w + 4, d - 4 : d + 4].mean(dim=(1, 2, 3))
+        out[str(OutputKeys.NODULE)] = self.heads[str(OutputKeys.NODULE)](8.0 * (centre - 0.5))[:, None]
+        return out
+
+
+@pytest.fixture
+def detecting_net() -> type[DetectingNet]:
+    """The :class:`DetectingNet` class (call it for a fresh network)."""
+    return DetectingNet
+
+
+@pytest.fixture(scope="session")
+def vessel_phantom() -> tuple[Any, list[Any]]:
+    """A chest phantom (LPS DICOM-like grid, 0.9 x 0.9 x 2.5 mm) with a 12 mm and a 7 mm nodule and a vessel (a 3 mm
+    tube of soft tissue along the slices through the right lung, RAS x = 30, y = 15 mm): the image as a
+    ``MetaTensor`` and the nodules as ``NoduleRecord`` (case ``phantom``)."""
+    from monai.data import MetaTensor
+
+    from lung_nodule_mtl.data.nodule_table import NoduleRecord
+    from lung_nodule_mtl.data.synthetic.phantom import PhantomNodule, chest_phantom
+
+    nodules = (PhantomNodule((-40.0, 10.0, 5.0), 12.0), PhantomNodule((35.0, -5.0, -20.0), 7.0))
+    image, affine, _ = chest_phantom(shape=(150, 120, 48), spacing_mm=(0.9, 0.9, 2.5), nodules=nodules, lps=True)
+    grid = np.stack(np.meshgrid(*(np.arange(n) for n in image.shape), indexing="ij"), axis=-1).reshape(-1, 3)
+    world = grid @ affine[:3, :3].T + affine[:3, 3]
+    tube = (np.hypot(world[:, 0] - 30.0, world[:, 1] - 15.0) < 1.5) & (np.abs(world[:, 2]) < 30.0)
+    image.reshape(-1)[tube] = 40
+    meta = MetaTensor(torch.from_numpy(image.astype(np.float32))[None], affine=torch.from_numpy(affine))
+    records = [NoduleRecord("phantom", tuple(n.center_ras_mm), diameter_mm=n.diameter_mm) for n in nodules]
+    return meta, records

@@ -12,7 +12,6 @@ from torch import nn
 
 from lung_nodule_mtl.constants import OutputKeys
 from lung_nodule_mtl.data.nodule_table import NoduleRecord
-from lung_nodule_mtl.data.synthetic.phantom import PhantomNodule, chest_phantom
 from lung_nodule_mtl.inference import ScanPredictor
 from lung_nodule_mtl.inference.fusion import FUSION_FILE, fusion_beside, weights_fingerprint
 from lung_nodule_mtl.inference.head_refit import (
@@ -23,8 +22,6 @@ from lung_nodule_mtl.inference.head_refit import (
     head_scores,
     write_refit_checkpoint,
 )
-
-NODULES = (PhantomNodule((-40.0, 10.0, 5.0), 12.0), PhantomNodule((35.0, -5.0, -20.0), 7.0))
 
 
 class NeckNet(nn.Module):
@@ -56,16 +53,8 @@ class NeckNet(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def scan() -> tuple[MetaTensor, list[NoduleRecord]]:
-    image, affine, _ = chest_phantom(shape=(150, 120, 48), spacing_mm=(0.9, 0.9, 2.5), nodules=NODULES, lps=True)
-    # a vessel: a 3 mm tube of soft tissue along the slices through the right lung (RAS x = 30, y = 15 mm)
-    grid = np.stack(np.meshgrid(*(np.arange(n) for n in image.shape), indexing="ij"), axis=-1).reshape(-1, 3)
-    world = grid @ affine[:3, :3].T + affine[:3, 3]
-    tube = (np.hypot(world[:, 0] - 30.0, world[:, 1] - 15.0) < 1.5) & (np.abs(world[:, 2]) < 30.0)
-    image.reshape(-1)[tube] = 40
-    meta = MetaTensor(torch.from_numpy(image.astype(np.float32))[None], affine=torch.from_numpy(affine))
-    records = [NoduleRecord("phantom", tuple(n.center_ras_mm), diameter_mm=n.diameter_mm) for n in NODULES]
-    return meta, records
+def scan(vessel_phantom) -> tuple[MetaTensor, list[NoduleRecord]]:
+    return vessel_phantom
 
 
 def _predictor(net: nn.Module | None = None) -> ScanPredictor:
