@@ -145,7 +145,9 @@ def blob_proposals(
     x = np.pad(_clipped(hu), 1, mode="edge")
     inside = np.ones(x.shape, dtype=bool) if lung is None else np.pad(np.asarray(lung, dtype=bool), 1)
     if inside.shape != x.shape:
-        raise ValueError(f"lung mask shape {list(np.shape(lung))} differs from the image's {list(np.shape(hu))}.")
+        raise ValueError(
+            f"lung mask shape {list(np.asarray(lung).shape)} differs from the image's {list(np.shape(hu))}."
+        )
     smoothed = [ndimage.gaussian_filter(x, float(s)) for s in sigmas_mm]
     best = np.full(x.shape, -np.inf, dtype=np.float32)
     for s, g in zip(sigmas_mm, smoothed, strict=True):
@@ -186,7 +188,7 @@ _R = np.sqrt(
 )
 
 
-def candidate_features(hu: NDArray[Any], centre_voxel: Sequence[float]) -> NDArray[np.float32]:
+def candidate_features(hu: NDArray[Any], centre_voxel: Sequence[float] | NDArray[Any]) -> NDArray[np.float32]:
     """:data:`CANDIDATE_FEATURES` of the candidate at ``centre_voxel`` of a 1 mm isotropic CT ``hu``.
 
     * per scale σ of :data:`FEATURE_SIGMAS_MM`: the scale-normalised Hessian's eigenvalues at the centre

@@ -615,7 +615,7 @@ class ScanPredictor:
         centres: list,
         heads: list[dict],
         peaks: Sequence[float],
-        classified: Sequence[float] | None = None,
+        classified: Sequence[float] | NDArray[np.float64] | None = None,
     ) -> tuple[NDArray[np.int32], list, list[dict], list[float | None], list[int]]:
         """The operating point: detection probability (``classified``: the candidate classifier's; else the
         ``nodule`` head, else the mask peak) per candidate, those below ``detection_threshold`` dropped, the rest most
