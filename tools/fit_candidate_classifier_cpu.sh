@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The released candidate classifier (bundle/models/candidate_classifier.json) from the released weights, on 2 CPU
-# cores (~20 min): 12 synthetic whole scans (seed 1000) and the TotalSegmentator example CT as hosts, 6 real
+# The candidate classifier of README "Blob proposals and a candidate classifier" (none is shipped) for the released
+# weights, on 2 CPU cores (~20 min): 12 synthetic whole scans (seed 1000) and the TotalSegmentator example CT as hosts, 6 real
 # LIDC-IDRI nodules of the training folds 0-3 pasted into each (insert-nodules, seed 21; 110 nodules in all with the
 # hosts' own), then fit-candidate-classifier on them. Never the development or test scans of
 # tools/eval_detection_cpu.sh (other seeds; fold 4 is never pasted here).
@@ -8,7 +8,7 @@
 #   WORK=runs/clf [CKPT=bundle/models/model.pt] [SHARED=../shared/data] bash tools/fit_candidate_classifier_cpu.sh
 #
 # Writes $WORK/fit/candidate_classifier.json and candidate_classifier_fit.json (leave-one-scan-out AUCs beside the
-# detection head's). Then: CLF=$WORK/fit/candidate_classifier.json WORK=runs/eval LABEL=clf SKIP_VOI=1 \
+# detection head's). FEATURES=geometry: the scorer on scale-free geometry and the head only. Then: CLF=$WORK/fit/candidate_classifier.json WORK=runs/eval LABEL=clf SKIP_VOI=1 \
 # bash tools/eval_detection_cpu.sh (the development scans choose its detection_threshold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +29,5 @@ log "training hosts"
     --per-scan 6 --seed 21 --host-nodules "$W/train_hosts/annotations.csv" --out "$W/train" > "$W/insert.log" 2>&1
 log "fit"
 lung-nodule-mtl fit-candidate-classifier --scans "$W/train/images" --annotations "$W/train/annotations.csv" \
-    --checkpoint "$CKPT" --out "$W/fit" --device cpu | tee "$W/fit.txt"
+    --checkpoint "$CKPT" --out "$W/fit" --device cpu --features ${FEATURES:-all} | tee "$W/fit.txt"
 log done
