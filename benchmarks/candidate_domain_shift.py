@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         HEAD_LOGIT,
         CandidateClassifier,
         CandidateSamples,
+        domain_aucs,
     )
 
     files = sorted(Path(a.samples).glob("*.candidates.npz"))
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             "real_nodule_auc": _auc(score[real], y[real]),
         }
 
-    features = {n: aucs(x[:, i]) for i, n in enumerate(names)}
+    domain = domain_aucs(s, real)  # what fit-candidate-classifier --drop-shifted reads
+    features = {n: {**aucs(x[:, i]), "domain_auc": domain[n]} for i, n in enumerate(names)}
 
     def shift(v: dict[str, Any]) -> float:
         return abs(v["domain_auc"] - 0.5) if v["domain_auc"] is not None else 0.0

@@ -41,8 +41,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         features=features,
         proposals_need_mask=not args.maskless_proposals,
+        drop_shifted=args.drop_shifted,
+        keep_range=tuple(args.keep_range),
     )
     auc = summary["auc"]
+    shift = summary["feature_shift"]
+    dropped = (
+        f"{len(shift['dropped'])} of {len(shift['domain_auc'])}: {', '.join(shift['dropped']) or '-'}" if shift else ""
+    )
     print_summary(
         f"Candidate classifier: {summary['classifier_file']}",
         {
@@ -55,6 +61,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             f"{auc['candidates']['classifier_scan_held_out']}",
             "small nodules vs candidates": f"{auc['small_nodules_vs_candidates']['head']} / "
             f"{auc['small_nodules_vs_candidates']['classifier_scan_held_out']}",
+            **({"features dropped as shifted": dropped} if dropped else {}),
             "summary": f"{args.out}/candidate_classifier_fit.json",
         },
     )
@@ -101,6 +108,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the scorer's inputs: 'all' (default), 'geometry' (eigenvalue ratios from 1.5 mm up, the bright "
         "component's shape, the head's logit: no HU level, nothing at the noise's scale) or feature names "
         "(lung_nodule_mtl.inference.candidates.CANDIDATE_FEATURES and head_logit)",
+    )
+    p.add_argument(
+        "--drop-shifted",
+        nargs="+",
+        default=[],
+        metavar="CASE",
+        help="case ids of scans whose background differs in kind from the others' (e.g. the real CTs among "
+        "synthetic hosts): measured features whose domain AUC between their non-nodule candidates and the others' "
+        "lies outside --keep-range are left out (the head's logit stays; recorded in candidate_classifier_fit.json)",
+    )
+    p.add_argument(
+        "--keep-range",
+        nargs=2,
+        type=float,
+        default=[0.35, 0.65],
+        metavar=("LOW", "HIGH"),
+        help="domain AUCs kept by --drop-shifted (default: 0.35 0.65)",
     )
     p.add_argument(
         "--maskless-proposals",

@@ -50,6 +50,7 @@ __all__ = [
     "candidate_features",
     "classifier_beside",
     "collect_candidate_samples",
+    "domain_aucs",
     "fit_candidate_classifier",
 ]
 
@@ -641,6 +642,44 @@ def _auc(score: NDArray[Any], y: NDArray[Any]) -> float | None:
     return round(float(rank_auc(score[ok], y[ok])), 4)
 
 
+def domain_aucs(
+    samples: CandidateSamples, reference: NDArray[np.bool_], features: Sequence[str] | None = None
+) -> dict[str, float | None]:
+    """Each feature's domain AUC: the non-nodule rows of ``reference`` (e.g. the scans whose host is a real CT)
+    against the other non-nodule rows (0.5: the feature cannot tell the two backgrounds apart; ``None`` where one side
+    is empty). ``features``: names of :data:`CANDIDATE_FEATURES` and ``head_logit`` (default: all of them)."""
+    names = list(features) if features is not None else [*CANDIDATE_FEATURES, HEAD_LOGIT]
+    x = np.column_stack([samples.features.astype(np.float64), samples.head_logit.astype(np.float64)])
+    neg = samples.labels < 0.5
+    side = np.asarray(reference, dtype=bool)[neg].astype(np.float64)
+    return {n: _auc(x[neg, c], side) for n, c in zip(names, _columns(names, "features"), strict=True)}
+
+
+def _drop_shifted(
+    samples: CandidateSamples, names: list[str], reference_cases: Sequence[str], keep_range: tuple[float, float]
+) -> tuple[list[str], dict[str, Any]]:
+    """``names`` without the measured features whose :func:`domain_aucs` between ``reference_cases`` and the other
+    scans lies outside ``keep_range`` (the head's logit is always kept), and what was measured."""
+    known = set(np.unique(samples.case_ids).tolist())
+    missing = sorted(set(reference_cases) - known)
+    if missing:
+        raise ValueError(f"--drop-shifted: {missing} are not among the scans ({', '.join(sorted(known)[:5])}, ...).")
+    reference = np.isin(samples.case_ids, list(reference_cases))
+    neg = samples.labels < 0.5
+    if not (reference & neg).any() or not (~reference & neg).any():
+        raise ValueError(
+            "--drop-shifted: both the reference scans and the others need candidates that are not nodules."
+        )
+    lo, hi = float(keep_range[0]), float(keep_range[1])
+    aucs = domain_aucs(samples, reference, names)
+    kept = [n for n in names if n == HEAD_LOGIT or (aucs[n] is not None and lo <= aucs[n] <= hi)]  # type: ignore[operator]
+    if not kept:
+        raise ValueError(f"--drop-shifted: every feature's domain AUC lies outside [{lo}, {hi}]; nothing left to fit.")
+    info = {"reference_cases": sorted(reference_cases), "keep_range": [lo, hi], "domain_auc": aucs,
+            "dropped": [n for n in names if n not in kept]}  # fmt: skip
+    return kept, info
+
+
 def fit_candidate_classifier(
     scans: str | os.PathLike[str],
     annotations: str | os.PathLike[str],
@@ -657,6 +696,8 @@ def fit_candidate_classifier(
     l2: float = 1e-2,
     seed: int = 0,
     features: Sequence[str] | None = None,
+    drop_shifted: Sequence[str] = (),
+    keep_range: tuple[float, float] = (0.35, 0.65),
 ) -> dict[str, Any]:
     """Fit the blob-proposal ranking and the candidate scorer on annotated whole scans; write
     ``out_dir/candidate_classifier.json`` and ``out_dir/candidate_classifier_fit.json`` (the summary returned).
@@ -679,6 +720,11 @@ def fit_candidate_classifier(
         features: the scorer's inputs, names of :data:`CANDIDATE_FEATURES` and ``head_logit`` (default: all of them;
             :data:`GEOMETRY_FEATURES`: geometry only). The cached samples hold every feature: changing this refits
             without a forward pass.
+        drop_shifted: case ids of scans whose background differs in kind from the others' (e.g. the real CTs among
+            synthetic hosts): each measured feature whose :func:`domain_aucs` between their non-nodule candidates and
+            the others' lies outside ``keep_range`` is left out of ``features`` (the head's logit stays), so that the
+            scorer does not learn what tells the two kinds of background apart (README "Blob proposals and a
+            candidate classifier": variant C). The summary's ``feature_shift`` records the AUCs and what was dropped.
     """
     import zlib
 
@@ -708,6 +754,14 @@ def fit_candidate_classifier(
         )
     if not any(table.get(c) for c in known):
         raise ValueError(f"{annotations}: no nodule of the scans in {scans}; the classifier needs positives.")
+    if drop_shifted:  # checked before the passes, which take minutes a scan
+        if not 0.0 <= keep_range[0] <= 0.5 <= keep_range[1] <= 1.0:
+            raise ValueError(f"--keep-range: needs 0 <= low <= 0.5 <= high <= 1, got {list(keep_range)}.")
+        if not set(drop_shifted) <= known or set(drop_shifted) == known:
+            raise ValueError(
+                f"--drop-shifted: {sorted(drop_shifted)} must be some, not all, of the scans of {scans} "
+                f"({', '.join(sorted(known)[:5])}, ...)."
+            )
     out = Path(out_dir)
     cache = out / "samples"
     cache.mkdir(parents=True, exist_ok=True)
@@ -784,6 +838,9 @@ def fit_candidate_classifier(
     samples = CandidateSamples.concatenate(parts)
     names = list(features) if features is not None else [*CANDIDATE_FEATURES, HEAD_LOGIT]
     x = np.column_stack([samples.features.astype(np.float64), samples.head_logit.astype(np.float64)])
+    shift = None
+    if drop_shifted:
+        names, shift = _drop_shifted(samples, names, drop_shifted, keep_range)
     x = x[:, _columns(names, "features")]
     y = samples.labels.astype(np.float64)
     scorer = _Model.fit(x, y, names, l2)
@@ -820,6 +877,7 @@ def fit_candidate_classifier(
         "min_distance_mm": min_distance_mm,
         "proposals_need_mask": proposals_need_mask,
         "features": names,
+        "feature_shift": shift,
         "jitter": jitter,
         "l2": l2,
         "seed": seed,

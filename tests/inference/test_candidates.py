@@ -176,7 +176,9 @@ def test_samples_are_what_predict_meets(vessel_phantom, detecting_net) -> None:
     assert len(joined) == len(samples) + len(fewer)
 
 
-def test_fit_then_predict_with_the_classifier(vessel_phantom, detecting_net, threshold_net, tmp_path, monkeypatch):
+def test_fit_then_predict_with_the_classifier(
+    vessel_phantom, detecting_net, threshold_net, tmp_path, monkeypatch, capsys
+):
     import nibabel as nib
 
     from lung_nodule_mtl.cli.main import main
@@ -227,6 +229,22 @@ def test_fit_then_predict_with_the_classifier(vessel_phantom, detecting_net, thr
     assert main([*args, "--device", "cpu", "--max-proposals", "5", "--features", "geometry"]) == 0
     assert net.calls == calls
     assert CandidateClassifier.load(path).scorer.model.features == list(GEOMETRY_FEATURES)
+    # --drop-shifted: the same phantom twice, so no feature tells scan a's background from b's: nothing dropped
+    assert main([*args, "--device", "cpu", "--max-proposals", "5", "--drop-shifted", "a"]) == 0
+    assert net.calls == calls
+    shift = json.loads((out / "candidate_classifier_fit.json").read_text(encoding="utf-8"))["feature_shift"]
+    assert shift["reference_cases"] == ["a"] and shift["dropped"] == [] and shift["keep_range"] == [0.35, 0.65]
+    assert all(v == 0.5 for v in shift["domain_auc"].values())
+    capsys.readouterr()
+    for bad in (
+        ["--drop-shifted", "a", "b"],
+        ["--drop-shifted", "c"],
+        ["--drop-shifted", "a", "--keep-range", "0.6", "1"],
+    ):
+        assert main([*args, "--device", "cpu", *bad]) == 1  # one clear line, before any pass over the scans
+        err = capsys.readouterr().err
+        assert "fit-candidate-classifier: error: --" in err and ("some, not all" in err or "0.5 <= high" in err)
+    assert net.calls == calls
     assert main([*args, "--device", "cpu", "--max-proposals", "5"]) == 0  # back to every feature
     # every proposal kept as a candidate has a mask component at its centre (proposals_need_mask, the default)
     kept = CandidateSamples.load(out / "samples" / "a.candidates.npz")
@@ -276,3 +294,41 @@ def test_fit_then_predict_with_the_classifier(vessel_phantom, detecting_net, thr
     assert classifier_beside(None) is None and classifier_beside(tmp_path / "nothing" / "model.pt") is None
     with pytest.raises(ValueError, match="detection head"):
         ScanPredictor(threshold_net(), patch_size=(32, 32, 32), device="cpu", candidate_classifier=str(path))
+
+
+def test_features_that_tell_the_backgrounds_apart_are_dropped() -> None:
+    from lung_nodule_mtl.inference.candidates import _drop_shifted, domain_aucs
+
+    rng = np.random.default_rng(0)
+    n = 60
+    labels = np.r_[np.ones(10), np.zeros(n - 10)].astype(np.float32)
+    cases = np.asarray(["real"] * (n // 2) + ["syn"] * (n // 2))
+    features = rng.normal(size=(n, len(CANDIDATE_FEATURES))).astype(np.float32)
+    features[cases == "real", 3] += 4.0  # moves with the host
+    features[:, 5] += 3.0 * labels  # moves with the nodule only
+    head = (rng.normal(size=n) + 6.0 * (cases == "real")).astype(np.float32)
+    samples = CandidateSamples(
+        prop_features=np.zeros((0, 1), dtype=np.float32),
+        prop_labels=np.zeros(0, dtype=np.float32),
+        prop_case_ids=np.zeros(0, dtype=np.str_),
+        features=features,
+        head_logit=head,
+        labels=labels,
+        kinds=np.asarray(["candidate"] * n),
+        case_ids=cases,
+        centres_ras=np.zeros((n, 3)),
+        diameters_mm=np.full(n, 5.0),
+    )
+    aucs = domain_aucs(samples, cases == "real")
+    assert aucs[CANDIDATE_FEATURES[3]] == 1.0 and aucs["head_logit"] == 1.0
+    assert abs(aucs[CANDIDATE_FEATURES[5]] - 0.5) < 0.2
+    names = [*CANDIDATE_FEATURES, "head_logit"]
+    kept, info = _drop_shifted(samples, names, ["real"], (0.35, 0.65))
+    assert CANDIDATE_FEATURES[3] in info["dropped"] and CANDIDATE_FEATURES[3] not in kept
+    assert CANDIDATE_FEATURES[5] in kept and "head_logit" in kept  # the head is never dropped
+    assert sorted(kept + info["dropped"]) == sorted(names)
+    assert _drop_shifted(samples, names, ["real"], (0.0, 1.0))[1]["dropped"] == []
+    with pytest.raises(ValueError, match="not among the scans"):
+        _drop_shifted(samples, names, ["other"], (0.35, 0.65))
+    with pytest.raises(ValueError, match="nothing left"):
+        _drop_shifted(samples, [CANDIDATE_FEATURES[3]], ["real"], (0.35, 0.65))
