@@ -12,6 +12,11 @@ and every ``--scans`` case are real hosts; the other cached cases synthetic host
   cannot tell a real background from a synthetic one; far from 0.5: a cue that moves when the host is real);
 * ``real_nodule_auc``: nodules against non-nodule candidates on the real hosts (when they hold nodules).
 
+With ``--images DIR`` (the cached cases' scans, e.g. ``runs/clf/train/images``): where the non-nodule candidates lie,
+per domain: their distance to the lungs' surface (the lung mask closed by 8 mm, without its margin; Euclidean
+distance on the scan's own grid, mm), median and share within 3 mm (against the pleura, the diaphragm or the
+mediastinum) — what a synthetic host would have to reproduce.
+
 For each ``--classifier FILE[:THRESHOLD]``: its score's three AUCs and, at the threshold, the share of non-nodule
 candidates at or above it per domain (false positives per candidate) and the share of nodule rows.
 
@@ -19,7 +24,7 @@ candidates at or above it per domain (false positives per candidate) and the sha
     python benchmarks/candidate_domain_shift.py --samples runs/clf/fit/samples --real example_ct \\
         --scans ../shared/data/lidc_idri/LIDC-IDRI-0001 --annotations runs/eval/lidc0001_annotations.csv \\
         --excluded runs/eval/lidc0001_annotations_excluded.csv --ranking runs/clf/fit/candidate_classifier.json \\
-        --classifier runs/clf/fit/candidate_classifier.json:0.577 --out shift.json
+        --classifier runs/clf/fit/candidate_classifier.json:0.577 --images runs/clf/train/images --out shift.json
 
 Seconds once the samples exist; ~2 min more per added scan on 2 CPU cores (one forward pass).
 """
@@ -74,16 +79,45 @@ def _collect(a: argparse.Namespace) -> Any:
     return CandidateSamples.concatenate(parts)
 
 
+def _wall_distances(cases: list[Any], s: Any) -> np.ndarray:
+    """Each row's distance (mm) to the surface of its scan's lungs (NaN where its scan is not in ``cases`` or has no
+    lung mask)."""
+    from scipy import ndimage
+
+    from lung_nodule_mtl.io.ct import load_ct
+    from lung_nodule_mtl.io.geometry import world_to_voxel
+    from lung_nodule_mtl.transforms.lung import lung_mask
+
+    out = np.full(len(s.labels), np.nan)
+    for case in cases:
+        rows = np.flatnonzero(s.case_ids == case.case_id)
+        if not rows.size:
+            continue
+        image = load_ct(case).image
+        affine = np.asarray(image.affine, dtype=np.float64)
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        lung = lung_mask(image[0].numpy(), spacing.tolist(), margin_mm=0.0)
+        if lung is None:
+            continue
+        inside = ndimage.distance_transform_edt(lung, sampling=spacing)
+        vox = np.rint(world_to_voxel(affine, s.centres_ras[rows])).astype(np.int64)
+        vox = np.clip(vox, 0, np.asarray(lung.shape) - 1)
+        out[rows] = inside[vox[:, 0], vox[:, 1], vox[:, 2]]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", required=True, help="fit-candidate-classifier's OUT/samples folder")
     p.add_argument("--real", nargs="*", default=[], help="cached case ids whose host is a real scan")
+    p.add_argument("--drop", nargs="*", default=[], help="cached case ids left out (e.g. a real host, to compare one)")
     p.add_argument("--scans", default=None, help="further annotated real scans to collect rows on (not cached)")
     p.add_argument("--annotations", default=None, help="their nodules (LUNA16 columns, case id as seriesuid)")
     p.add_argument("--excluded", default=None, help="their findings that are neither nodule nor not")
     p.add_argument("--ranking", default=None, help="classifier JSON whose proposal ranking adds proposals there")
     p.add_argument("--checkpoint", default="bundle/models/model.pt")
     p.add_argument("--classifier", action="append", default=[], help="FILE[:THRESHOLD], repeatable")
+    p.add_argument("--images", nargs="*", default=[], help="the cached cases' scans: where their candidates lie")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     a = p.parse_args(argv)
 
@@ -99,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise SystemExit(f"{a.samples}: no <case>.candidates.npz (run fit-candidate-classifier first).")
     parts = [CandidateSamples.load(f) for f in files]
+    parts = [p for p in parts if not (len(p) and str(p.case_ids[0]) in set(a.drop))]
     cached = {str(s.case_ids[0]) for s in parts if len(s)}
     missing = sorted(set(a.real) - cached)
     if missing:
@@ -152,6 +187,25 @@ def main(argv: list[str] | None = None) -> int:
     def counts(rows: np.ndarray) -> dict[str, int]:
         return {"nodule": int((rows & ~neg).sum()), "non_nodule": int((rows & neg).sum())}
 
+    walls = None
+    if a.images or a.scans:
+        from lung_nodule_mtl.io.ct import find_cases
+
+        cases = [c for d in [*a.images, *([a.scans] if a.scans else [])] for c in find_cases(d)]
+        dist = _wall_distances(cases, s)
+        walls = {}
+        for name, rows in (("synthetic", ~real & neg), ("real", real & neg)):
+            d = dist[rows][np.isfinite(dist[rows])]
+            walls[name] = (
+                {
+                    "n": int(d.size),
+                    "median_mm": round(float(np.median(d)), 1),
+                    "within_3mm": round(float((d <= 3).mean()), 3),
+                }
+                if d.size
+                else None
+            )
+
     result = {
         "rows": {
             "synthetic_hosts": {"cases": len(np.unique(s.case_ids[~real])), **counts(~real)},
@@ -159,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "features_by_domain_shift": dict(sorted(features.items(), key=lambda kv: -shift(kv[1]))),
         "classifiers": classifiers,
+        "non_nodules_to_lung_surface": walls,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "features_by_domain_shift"}, indent=2))
     print("most shifted features (domain AUC, nodule AUC on synthetic hosts, on real hosts):")

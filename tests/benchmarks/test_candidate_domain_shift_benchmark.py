@@ -91,3 +91,41 @@ def test_the_shifted_feature_is_named_and_the_classifier_pays_for_it(bench, tmp_
         bench.main(["--samples", str(samples), "--real", "ct_other"])
     with pytest.raises(SystemExit, match=r"no <case>\.candidates\.npz"):
         bench.main(["--samples", str(tmp_path)])
+
+
+def test_where_the_candidates_lie_and_dropped_cases(bench, tmp_path) -> None:
+    """--images: each non-nodule candidate's distance to the lungs' surface on a phantom with two air boxes in soft
+    tissue; --drop leaves a cached case out."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(1)
+    hu = np.zeros((64, 64, 64), dtype=np.int16)  # 2 mm voxels: a 128 mm cube of soft tissue
+    hu[8:30, 12:52, 12:52] = -850  # two lungs, 44 x 80 x 80 mm each
+    hu[34:56, 12:52, 12:52] = -850
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    images = tmp_path / "images"
+    images.mkdir()
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    deep, wall = [19 * 2.0, 32 * 2.0, 32 * 2.0], [8 * 2.0, 32 * 2.0, 32 * 2.0]  # RAS mm: a lung's middle, its edge
+    for case, centre in (("syn", deep), ("ct_real", wall)):
+        nib.save(nib.Nifti1Image(hu, affine), images / f"{case}.nii.gz")
+        s = _scan(case, rng, real=case == "ct_real")
+        s.centres_ras[:] = centre
+        s.save(samples / f"{case}.candidates.npz")
+    _scan("other", rng, real=False).save(samples / "other.candidates.npz")
+    out = tmp_path / "r.json"
+    args = ["--samples", str(samples), "--real", "ct_real", "--images", str(images), "--out", str(out)]
+    assert bench.main([*args, "--drop", "other"]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["rows"]["synthetic_hosts"]["cases"] == 1  # "other" left out
+    walls = result["non_nodules_to_lung_surface"]
+    assert walls["synthetic"]["n"] == 30 and walls["real"]["n"] == 30
+    assert 15.0 <= walls["synthetic"]["median_mm"] <= 25.0 and walls["synthetic"]["within_3mm"] == 0.0
+    assert walls["real"]["median_mm"] <= 3.0 and walls["real"]["within_3mm"] == 1.0
+    assert bench.main(args) == 0  # "other" has no scan under --images: its rows count, without a distance
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert (
+        result["rows"]["synthetic_hosts"]["cases"] == 2
+        and result["non_nodules_to_lung_surface"]["synthetic"]["n"] == 30
+    )
