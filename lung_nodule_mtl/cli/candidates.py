@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from lung_nodule_mtl.cli.common import print_summary
+from lung_nodule_mtl.cli.common import add_annotated_scan_arguments, print_summary
 
 __all__ = ["register"]
 
@@ -85,18 +85,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "or report the results; put the file beside the weights (models/candidate_classifier.json) for predict to "
         "use it by default.",
     )
-    p.add_argument("--scans", required=True, help="scans as predict reads them (a file, or a folder of them)")
-    p.add_argument(
-        "--annotations",
-        required=True,
-        help="their nodules: CSV seriesuid (the scan's case id), coordX, coordY, coordZ (LPS mm), diameter_mm; a scan "
-        "without rows has none",
+    add_annotated_scan_arguments(
+        p,
+        "output folder: candidate_classifier.json, its fit summary, samples/",
+        "weights whose head it uses (default: the bundle's)",
     )
-    p.add_argument("--excluded", default=None, help="findings that are neither (LUNA16 annotations_excluded.csv)")
-    p.add_argument("--out", required=True, help="output folder: candidate_classifier.json, its fit summary, samples/")
-    p.add_argument("--bundle", default=None, help="bundle folder (default: as predict)")
-    p.add_argument("--checkpoint", default=None, help="weights whose head it uses (default: the bundle's)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--max-proposals", type=int, default=40, help="blob proposals added per scan (default: 40)")
     p.add_argument(
         "--min-distance-mm", type=float, default=5.0, help="no proposal nearer a candidate than this (default: 5)"

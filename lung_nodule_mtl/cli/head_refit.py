@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from lung_nodule_mtl.cli.common import print_summary
+from lung_nodule_mtl.cli.common import add_annotated_scan_arguments, print_summary
 
 __all__ = ["register"]
 
@@ -64,18 +64,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "replaced: masks, malignancy and attributes are unchanged. Refit on scans whose nodules are all annotated, "
         "never on the scans that choose the threshold or report the results.",
     )
-    p.add_argument("--scans", required=True, help="scans as predict reads them (a file, or a folder of them)")
-    p.add_argument(
-        "--annotations",
-        required=True,
-        help="their nodules: CSV seriesuid (the scan's case id), coordX, coordY, coordZ (LPS mm), diameter_mm; a scan "
-        "without rows has none",
+    add_annotated_scan_arguments(
+        p, "output folder: model.pt, head_refit.json, samples/", "weights to refit (default: the bundle's)"
     )
-    p.add_argument("--excluded", default=None, help="findings that are neither (LUNA16 annotations_excluded.csv)")
-    p.add_argument("--out", required=True, help="output folder: model.pt, head_refit.json, samples/")
-    p.add_argument("--bundle", default=None, help="bundle folder (default: as predict)")
-    p.add_argument("--checkpoint", default=None, help="weights to refit (default: the bundle's)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument(
         "--min-diameter-mm",
         type=float,

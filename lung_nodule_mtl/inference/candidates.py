@@ -24,7 +24,6 @@ fitted for and is not used beside others.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -37,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from lung_nodule_mtl.inference.head_refit import _SAMPLE_SETTINGS as _HEAD_SAMPLE_SETTINGS
 from lung_nodule_mtl.metrics.calibration import LogisticModel
 
 __all__ = [
@@ -387,15 +387,9 @@ class CandidateClassifier:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CandidateClassifier:
         """Read a classifier JSON; errors name the file and what is wrong with it."""
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"candidate classifier file not found: {str(p)!r}.")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: not valid JSON ({e}).") from e
-        if not isinstance(data, dict) or data.get("kind") != "candidate_classifier":
-            raise ValueError(f'{p}: not a candidate classifier file (needs "kind": "candidate_classifier").')
+        from lung_nodule_mtl.inference.fusion import read_model_file
+
+        p, data = read_model_file(path, "candidate_classifier", "candidate classifier")
         if data.get("version") != FORMAT_VERSION:
             raise ValueError(f"{p}: version {data.get('version')!r}; this package reads version {FORMAT_VERSION}.")
         try:
@@ -728,30 +722,24 @@ def fit_candidate_classifier(
     """
     import zlib
 
-    from lung_nodule_mtl.data.nodule_table import read_nodule_table
-    from lung_nodule_mtl.inference.bundle import load_scan_predictor
     from lung_nodule_mtl.inference.fusion import weights_fingerprint
-    from lung_nodule_mtl.io.ct import find_cases, load_ct
+    from lung_nodule_mtl.inference.head_refit import cached_samples, open_annotated_scans
+    from lung_nodule_mtl.io.ct import load_ct
     from lung_nodule_mtl.utils.io import atomic_write_json
 
-    overrides: dict[str, Any] = {"device_name": device, "candidate_classifier": None}
-    if checkpoint is not None:
-        overrides["ckpt_file"] = str(checkpoint)
-    predictor, parser = load_scan_predictor(bundle_dir, overrides)
+    opened = open_annotated_scans(
+        scans,
+        annotations,
+        out_dir,
+        excluded=excluded,
+        bundle_dir=bundle_dir,
+        checkpoint=checkpoint,
+        overrides={"device_name": device, "candidate_classifier": None},
+    )
+    predictor, table, cases, known = opened.predictor, opened.table, opened.cases, opened.known
     if not predictor.has_detection_head:
         raise ValueError("the network has no detection head ('nodule'): the classifier scores its logit.")
-    ckpt = str(parser.get_parsed_content("ckpt_file"))
-    weights = weights_fingerprint(ckpt)
-    table = read_nodule_table(annotations)
-    skip = read_nodule_table(excluded) if excluded is not None else {}
-    cases = find_cases(scans)
-    known = {c.case_id for c in cases}
-    unknown = sorted(set(table) - known)
-    if unknown and len(unknown) == len(table):
-        raise ValueError(
-            f"{annotations}: none of its case ids ({', '.join(unknown[:3])}, ...) is a scan of {scans} "
-            f"({', '.join(sorted(known)[:3])}, ...)."
-        )
+    weights = weights_fingerprint(opened.ckpt)
     if not any(table.get(c) for c in known):
         raise ValueError(f"{annotations}: no nodule of the scans in {scans}; the classifier needs positives.")
     if drop_shifted:  # checked before the passes, which take minutes a scan
@@ -763,77 +751,51 @@ def fit_candidate_classifier(
                 f"({', '.join(sorted(known)[:5])}, ...)."
             )
     out = Path(out_dir)
-    cache = out / "samples"
-    cache.mkdir(parents=True, exist_ok=True)
     settings = predictor.settings()
 
-    def cached(name: str, key: dict[str, Any], make: Any) -> CandidateSamples:
-        path, meta = cache / f"{name}.npz", cache / f"{name}.json"
-        if path.is_file() and meta.is_file() and json.loads(meta.read_text(encoding="utf-8")) == key:
-            return CandidateSamples.load(path)
-        samples = make()
-        samples.save(path)
-        atomic_write_json(key, meta)
-        return samples
+    def collect(case: Any, name: str, key: dict[str, Any], **kwargs: Any) -> CandidateSamples:
+        return cached_samples(  # type: ignore[no-any-return]
+            opened.cache / f"{case.case_id}.{name}.npz",
+            key,
+            CandidateSamples.load,
+            lambda: collect_candidate_samples(
+                predictor,
+                load_ct(case).image,
+                case.case_id,
+                table.get(case.case_id, []),
+                opened.skip.get(case.case_id, []),
+                **kwargs,
+            ),
+        )
 
     # pass 1: proposals (no network)
-    parts = []
-    for case in cases:
-        key = {
-            "pass": "proposals",
-            "features": list(PROPOSAL_FEATURES),
-            "lung_mask": settings["lung_mask"],
-            "spacing_mm": settings["spacing_mm"],
-        }
-        parts.append(
-            cached(
-                f"{case.case_id}.proposals",
-                key,
-                lambda case=case: collect_candidate_samples(
-                    predictor,
-                    load_ct(case).image,
-                    case.case_id,
-                    table.get(case.case_id, []),
-                    skip.get(case.case_id, []),
-                    proposals_only=True,
-                ),
-            )
-        )
-    props = CandidateSamples.concatenate(parts)
+    key = {
+        "pass": "proposals",
+        "features": list(PROPOSAL_FEATURES),
+        "lung_mask": settings["lung_mask"],
+        "spacing_mm": settings["spacing_mm"],
+    }
+    props = CandidateSamples.concatenate([collect(case, "proposals", key, proposals_only=True) for case in cases])
     if np.unique(props.prop_labels).size < 2:
         raise ValueError(f"{scans}: no blob proposal lies inside an annotated nodule; nothing to fit the ranking on.")
     proposal = _Model.fit(props.prop_features, props.prop_labels, PROPOSAL_FEATURES, l2)
     ranking = CandidateClassifier(proposal, proposal, max_proposals, min_distance_mm, {}, proposals_need_mask)
     # pass 2: candidates as predict meets them
+    key = {
+        "pass": "candidates",
+        "weights_sha256": weights["sha256"],
+        "proposal": proposal.to_dict(),
+        "max_proposals": max_proposals,
+        "min_distance_mm": min_distance_mm,
+        "proposals_need_mask": proposals_need_mask,
+        "jitter": jitter,
+        "seed": seed,
+        **{k: settings[k] for k in _SAMPLE_SETTINGS},
+    }
     parts = []
     for case in cases:
-        key = {
-            "pass": "candidates",
-            "weights_sha256": weights["sha256"],
-            "proposal": proposal.to_dict(),
-            "max_proposals": max_proposals,
-            "min_distance_mm": min_distance_mm,
-            "proposals_need_mask": proposals_need_mask,
-            "jitter": jitter,
-            "seed": seed,
-            **{k: settings[k] for k in _SAMPLE_SETTINGS},
-        }
-        parts.append(
-            cached(
-                f"{case.case_id}.candidates",
-                key,
-                lambda case=case: collect_candidate_samples(
-                    predictor,
-                    load_ct(case).image,
-                    case.case_id,
-                    table.get(case.case_id, []),
-                    skip.get(case.case_id, []),
-                    classifier=ranking,
-                    jitter=jitter,
-                    seed=seed + zlib.crc32(case.case_id.encode()),
-                ),
-            )
-        )
+        seed_case = seed + zlib.crc32(case.case_id.encode())
+        parts.append(collect(case, "candidates", key, classifier=ranking, jitter=jitter, seed=seed_case))
         logger.info("%s: %d candidate rows", case.case_id, len(parts[-1]))
     samples = CandidateSamples.concatenate(parts)
     names = list(features) if features is not None else [*CANDIDATE_FEATURES, HEAD_LOGIT]
@@ -866,7 +828,7 @@ def fit_candidate_classifier(
         "weights": weights,
         "n_scans": len(cases),
         "n_scans_without_annotations": len(known - set(table)),
-        "annotations_outside_scans": unknown,
+        "annotations_outside_scans": opened.unknown,
         "n_proposals": len(props.prop_labels),
         "n_proposals_on_nodules": int(props.prop_labels.sum()),
         "n_rows": len(samples),
@@ -900,18 +862,9 @@ def fit_candidate_classifier(
 
 
 _SAMPLE_SETTINGS = (
-    "patch_size",
-    "spacing_mm",
-    "windows",
-    "sw_roi_size",
-    "sw_overlap",
-    "sw_blend_mode",
-    "threshold",
+    *_HEAD_SAMPLE_SETTINGS,
     "min_diameter_mm",
     "max_diameter_mm",
-    "max_candidates",
-    "lung_mask",
-    "precision",
     "mirror_tta",
     "mirror_candidates_above",
 )

@@ -258,15 +258,7 @@ class MalignancyFusion:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MalignancyFusion:
         """Read a fusion JSON; errors name the file and what is wrong with it."""
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"malignancy fusion file not found: {str(p)!r}.")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: not valid JSON ({e}).") from e
-        if not isinstance(data, dict) or data.get("kind") != "malignancy_fusion":
-            raise ValueError(f'{p}: not a malignancy fusion file (needs "kind": "malignancy_fusion").')
+        p, data = read_model_file(path, "malignancy_fusion", "malignancy fusion")
         fitted_on = dict(data.get("fitted_on") or {})
         try:
             if "malignancy" not in data and "attributes" not in data:  # the first version: one raw model
@@ -335,6 +327,21 @@ def fusion_beside(ckpt_file: str | os.PathLike[str] | None) -> str | None:
     --weights``) and these are other weights (e.g. retrained in the same folder), it is not used, with a warning.
     """
     return file_beside(ckpt_file, FUSION_FILE, "lung-nodule-mtl fit-malignancy --weights")
+
+
+def read_model_file(path: str | os.PathLike[str], kind: str, what: str) -> tuple[Path, dict[str, Any]]:
+    """The JSON object of a fitted-model file whose ``"kind"`` is ``kind``; errors name the file (``what``: its
+    kind in words) and what is wrong with it."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} file not found: {str(p)!r}.")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid JSON ({e}).") from e
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        raise ValueError(f'{p}: not a {what} file (needs "kind": "{kind}").')
+    return p, data
 
 
 def file_beside(ckpt_file: str | os.PathLike[str] | None, name: str, refit: str) -> str | None:

@@ -412,6 +412,78 @@ def write_refit_checkpoint(
     return {"weights": str(dst), "fusion": None if fusion_dst is None else str(fusion_dst), "tensors_replaced": changed}
 
 
+@dataclass
+class AnnotatedScans:
+    """Annotated whole scans opened for a fit on the predictor's candidates (:func:`open_annotated_scans`)."""
+
+    predictor: Any
+    ckpt: str
+    table: dict[str, list[NoduleRecord]]
+    skip: dict[str, list[NoduleRecord]]
+    cases: list[Any]
+    known: set[str]
+    unknown: list[str]
+    cache: Path
+
+
+def open_annotated_scans(
+    scans: str | os.PathLike[str],
+    annotations: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    excluded: str | os.PathLike[str] | None = None,
+    bundle_dir: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AnnotatedScans:
+    """The bundle's scan predictor (``overrides`` on its configs, ``checkpoint`` as ``ckpt_file``), the annotation
+    tables, the scans and ``out_dir/samples`` (created) for the cached samples; an error names the annotation table
+    none of whose case ids is a scan."""
+    from lung_nodule_mtl.data.nodule_table import read_nodule_table
+    from lung_nodule_mtl.inference.bundle import load_scan_predictor
+    from lung_nodule_mtl.io.ct import find_cases
+
+    config = dict(overrides or {})
+    if checkpoint is not None:
+        config["ckpt_file"] = str(checkpoint)
+    predictor, parser = load_scan_predictor(bundle_dir, config)
+    table = read_nodule_table(annotations)
+    cases = find_cases(scans)
+    known = {c.case_id for c in cases}
+    unknown = sorted(set(table) - known)
+    if unknown and len(unknown) == len(table):
+        raise ValueError(
+            f"{annotations}: none of its case ids ({', '.join(unknown[:3])}, ...) is a scan of {scans} "
+            f"({', '.join(sorted(known)[:3])}, ...)."
+        )
+    cache = Path(out_dir) / "samples"
+    cache.mkdir(parents=True, exist_ok=True)
+    return AnnotatedScans(
+        predictor=predictor,
+        ckpt=str(parser.get_parsed_content("ckpt_file")),
+        table=table,
+        skip=read_nodule_table(excluded) if excluded is not None else {},
+        cases=cases,
+        known=known,
+        unknown=unknown,
+        cache=cache,
+    )
+
+
+def cached_samples(path: Path, key: Mapping[str, Any], load: Any, make: Any) -> Any:
+    """``load(path)`` when ``path`` and its ``.json`` key file beside it hold samples made with ``key``; else
+    ``make()``, saved there with the key (both written atomically)."""
+    from lung_nodule_mtl.utils.io import atomic_write_json
+
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file() and json.loads(meta.read_text(encoding="utf-8")) == dict(key):
+        return load(path)
+    samples = make()
+    samples.save(path)
+    atomic_write_json(dict(key), meta)
+    return samples
+
+
 def refit_detection_head(
     scans: str | os.PathLike[str],
     annotations: str | os.PathLike[str],
@@ -444,30 +516,21 @@ def refit_detection_head(
         min_diameter_mm, jitter: see :func:`collect_head_samples`.
         epochs, learning_rate, weight_decay, seed: see :func:`fit_detection_head`.
     """
-    from lung_nodule_mtl.data.nodule_table import read_nodule_table
-    from lung_nodule_mtl.inference.bundle import load_scan_predictor
     from lung_nodule_mtl.inference.fusion import weights_fingerprint
-    from lung_nodule_mtl.io.ct import find_cases, load_ct
+    from lung_nodule_mtl.io.ct import load_ct
     from lung_nodule_mtl.utils.io import atomic_write_json
 
-    overrides: dict[str, Any] = {"device_name": device}
-    if checkpoint is not None:
-        overrides["ckpt_file"] = str(checkpoint)
-    predictor, parser = load_scan_predictor(bundle_dir, overrides)
-    ckpt = str(parser.get_parsed_content("ckpt_file"))
-    table = read_nodule_table(annotations)
-    skip = read_nodule_table(excluded) if excluded is not None else {}
-    cases = find_cases(scans)
-    known = {c.case_id for c in cases}
-    unknown = sorted(set(table) - known)
-    if unknown and len(unknown) == len(table):
-        raise ValueError(
-            f"{annotations}: none of its case ids ({', '.join(unknown[:3])}, ...) is a scan of {scans} "
-            f"({', '.join(sorted(known)[:3])}, ...)."
-        )
-    out = Path(out_dir)
-    cache = out / "samples"
-    cache.mkdir(parents=True, exist_ok=True)
+    opened = open_annotated_scans(
+        scans,
+        annotations,
+        out_dir,
+        excluded=excluded,
+        bundle_dir=bundle_dir,
+        checkpoint=checkpoint,
+        overrides={"device_name": device},
+    )
+    predictor, ckpt, table, skip = opened.predictor, opened.ckpt, opened.table, opened.skip
+    cases, known, unknown, out = opened.cases, opened.known, opened.unknown, Path(out_dir)
     settings = predictor.settings()
     key = {  # what the cached samples of a scan depend on
         "weights_sha256": weights_fingerprint(ckpt)["sha256"],
@@ -476,17 +539,11 @@ def refit_detection_head(
         "seed": seed,
         **{k: settings[k] for k in _SAMPLE_SETTINGS},
     }
-    parts: list[HeadSamples] = []
-    for case in cases:
-        path = cache / f"{case.case_id}.npz"
-        meta = cache / f"{case.case_id}.json"
-        if path.is_file() and meta.is_file() and json.loads(meta.read_text(encoding="utf-8")) == key:
-            parts.append(HeadSamples.load(path))
-            continue
-        image = load_ct(case).image
+
+    def collect(case: Any) -> HeadSamples:
         samples = collect_head_samples(
             predictor,
-            image,
+            load_ct(case).image,
             case.case_id,
             table.get(case.case_id, []),
             skip.get(case.case_id, []),
@@ -494,10 +551,12 @@ def refit_detection_head(
             jitter=jitter,
             seed=seed + zlib.crc32(case.case_id.encode()),  # the scan's own: the same whatever else is listed
         )
-        samples.save(path)
-        atomic_write_json(key, meta)
         logger.info("%s: %d crops (%d nodule)", case.case_id, len(samples), int((samples.labels > 0.5).sum()))
-        parts.append(samples)
+        return samples
+
+    parts = [
+        cached_samples(opened.cache / f"{c.case_id}.npz", key, HeadSamples.load, lambda c=c: collect(c)) for c in cases
+    ]
     samples = HeadSamples.concatenate(parts)
     head = predictor.network.heads[str(OutputKeys.NODULE)]
     trained, fit = fit_detection_head(
