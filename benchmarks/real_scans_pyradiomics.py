@@ -20,8 +20,9 @@ downloads the pinned sdist (sha256 checked), or reads a copy given with ``--sdis
     python benchmarks/real_scans_pyradiomics.py report --data runs/pyrad --predictions runs/pyrad/pred_all \
         --threshold 0.78 [--json out.json]
 
-``report`` prints, per scan, each lesion's best score and rank among the scan's candidates, and the false positives
-at ``--threshold`` (the bundle's ``detection_threshold``; excluded findings ignored, LUNA16's hit rule).
+``report`` prints, per scan, each lesion's best score and rank among the scan's candidates, the Dice of that
+candidate's mask (predict's ``<case>_nodules.nii.gz``) against the lesion's label, and the false positives at
+``--threshold`` (the bundle's ``detection_threshold``; excluded findings ignored, LUNA16's hit rule).
 
 Limits: only the labelled lesion of each scan is annotated (an unlabelled nodule would count as a false positive);
 5 mm slices, thicker than most of LIDC-IDRI (1.25-2.5 mm). The images' original source is not documented in the
@@ -163,6 +164,33 @@ def prepare(out: Path, sdist: Path | None = None, max_diameter_mm: float = LUNA1
     return record
 
 
+def _best_hit(cands: list[Any], ref: Any) -> Any:
+    """The highest-scoring candidate inside the lesion's radius (LUNA16's hit rule)."""
+    centre = np.asarray(ref.center_ras_mm)
+    hits = [c for c in cands if np.linalg.norm(np.asarray(c.center_ras_mm) - centre) < ref.diameter_mm / 2]
+    return max(hits, key=lambda c: c.probability)
+
+
+def _dice(data: Path, predictions: Path, case: str, cand: Any, ref: Any) -> float | None:
+    """Dice of the candidate's mask in predict's label map against the lesion's label component (``None``: no map)."""
+    import nibabel as nib
+
+    pred_path, label_path = predictions / f"{case}_nodules.nii.gz", data / "labels" / f"{case}.nii.gz"
+    if cand.nodule_id is None or not pred_path.is_file() or not label_path.is_file():
+        return None
+    pred, label = nib.load(pred_path), nib.load(label_path)
+    if pred.shape != label.shape or not np.allclose(pred.affine, label.affine, atol=1e-3):
+        raise ValueError(f"{pred_path}: grid differs from {label_path}'s.")
+    components, n = ndimage.label(np.asarray(label.dataobj) > 0)
+    if n == 0:
+        return None
+    centroids = np.asarray(ndimage.center_of_mass(components > 0, components, range(1, n + 1))).reshape(n, 3)
+    world = nib.affines.apply_affine(label.affine, centroids)  # RAS mm, as the tables' records
+    lesion = components == 1 + int(np.argmin(np.linalg.norm(world - np.asarray(ref.center_ras_mm), axis=1)))
+    mask = np.asarray(pred.dataobj) == int(cand.nodule_id)
+    return round(float(2.0 * (mask & lesion).sum() / (mask.sum() + lesion.sum())), 4)
+
+
 def report(data: Path, predictions: Path, threshold: float) -> dict[str, Any]:
     """Per scan: each lesion's best score and rank, and the false positives scored at least ``threshold``."""
     from lung_nodule_mtl.data.nodule_table import read_nodule_table
@@ -180,6 +208,7 @@ def report(data: Path, predictions: Path, threshold: float) -> dict[str, Any]:
             for ref in table.get(case, []):
                 tp = match_candidates(cands, [ref]).tp_scores[0]
                 found = bool(np.isfinite(tp))
+                best = _best_hit(cands, ref) if found else None
                 lesion_rows.append(
                     {
                         "kind": kind,
@@ -187,6 +216,7 @@ def report(data: Path, predictions: Path, threshold: float) -> dict[str, Any]:
                         "best_score": float(tp) if found else None,
                         "rank": int((scores > tp).sum()) + 1 if found else None,
                         "reported": found and float(tp) >= threshold,
+                        "dice": None if best is None else _dice(data, predictions, case, best, ref),
                     }
                 )
         match = match_candidates(cands, refs.get(case, []), excl.get(case, []))
@@ -225,7 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     for case, scan in result["scans"].items():
         lesion_text = "; ".join(
             f"{les['kind']} {les['diameter_mm']:.1f} mm: "
-            + ("not a candidate" if les["best_score"] is None else f"score {les['best_score']:.3f}, rank {les['rank']}")
+            + (
+                "not a candidate"
+                if les["best_score"] is None
+                else f"score {les['best_score']:.3f}, rank {les['rank']}"
+                + ("" if les["dice"] is None else f", mask Dice {les['dice']:.3f}")
+            )
             for les in scan["lesions"]
         )
         print(

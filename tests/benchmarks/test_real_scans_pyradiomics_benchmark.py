@@ -112,7 +112,14 @@ def test_report_ranks_the_lesion_and_counts_false_positives_at_the_threshold(ben
     result = bench.report(tmp_path / "data", pred, threshold=0.5)
     lung1, lung2 = result["scans"]["PYRAD-lung1"], result["scans"]["PYRAD-lung2"]
     assert lung1["lesions"] == [
-        {"kind": "nodule", "diameter_mm": pytest.approx(12.0, rel=0.08), "best_score": 0.7, "rank": 2, "reported": True}
+        {
+            "kind": "nodule",
+            "diameter_mm": pytest.approx(12.0, rel=0.08),
+            "best_score": 0.7,
+            "rank": 2,
+            "reported": True,
+            "dice": None,  # a LUNA16 submission: no label map
+        }
     ]
     assert lung1["false_positives_at_threshold"] == 1 and lung1["top_false_positive"] == 0.9
     assert lung2["lesions"][0]["kind"] == "excluded" and lung2["lesions"][0]["rank"] == 1
@@ -120,3 +127,29 @@ def test_report_ranks_the_lesion_and_counts_false_positives_at_the_threshold(ben
     assert (
         bench.report(tmp_path / "data", pred, threshold=0.8)["scans"]["PYRAD-lung1"]["lesions"][0]["reported"] is False
     )
+
+
+def test_report_scores_the_mask_of_the_candidate_on_the_lesion(bench: ModuleType, tmp_path: Path) -> None:
+    nib = pytest.importorskip("nibabel")
+    bench.prepare(tmp_path / "data", _sdist(tmp_path / "sdist.tar.gz", {"lung1": 6.0, "lung2": 17.0}))
+    label = nib.load(tmp_path / "data/labels/PYRAD-lung1.nii.gz")
+    ball = np.asarray(label.dataobj) > 0
+    pred_map = np.zeros(ball.shape, dtype=np.uint8)
+    pred_map[ball] = 2  # candidate 2 covers the lesion ...
+    pred_map[np.roll(ball, 3, axis=0) & ~ball] = 2  # ... and more: a mask shifted by 3 voxels, united
+    pred_map[:2, :2, :2] = 1  # candidate 1 is elsewhere
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    nib.save(nib.Nifti1Image(pred_map, label.affine), pred / "PYRAD-lung1_nodules.nii.gz")
+    x, y, z = ORIGIN[0] + 16, ORIGIN[1] + 20, ORIGIN[2] + 24  # LPS; the project's table is RAS
+    (pred / "summary.csv").write_text(
+        "case_id,nodule_id,center_x_mm,center_y_mm,center_z_mm,detection_probability\n"
+        f"PYRAD-lung1,1,{-x + 40},{-y},{z},0.9\nPYRAD-lung1,2,{-x},{-y},{z},0.6\n"
+    )
+    for case in ("PYRAD-lung1", "PYRAD-lung2"):
+        (pred / f"{case}.json").write_text(json.dumps({"case_id": case, "nodules": []}))
+
+    lesion = bench.report(tmp_path / "data", pred, threshold=0.5)["scans"]["PYRAD-lung1"]["lesions"][0]
+    expected = 2 * ball.sum() / (ball.sum() + (ball | np.roll(ball, 3, axis=0)).sum())
+    assert lesion["best_score"] == 0.6 and lesion["dice"] == pytest.approx(expected, abs=1e-4)
+    assert 0.5 < lesion["dice"] < 0.95
