@@ -166,8 +166,10 @@ def prepare(out: Path, sdist: Path | None = None, max_diameter_mm: float = LUNA1
 
 def _best_hit(cands: list[Any], ref: Any) -> Any:
     """The highest-scoring candidate inside the lesion's radius (LUNA16's hit rule)."""
-    centre = np.asarray(ref.center_ras_mm)
-    hits = [c for c in cands if np.linalg.norm(np.asarray(c.center_ras_mm) - centre) < ref.diameter_mm / 2]
+    from lung_nodule_mtl.metrics.froc import LUNA16_MISSING_DIAMETER_MM
+
+    centre, diameter = np.asarray(ref.center_ras_mm), ref.diameter_mm or LUNA16_MISSING_DIAMETER_MM
+    hits = [c for c in cands if np.linalg.norm(np.asarray(c.center_ras_mm) - centre) < diameter / 2]
     return max(hits, key=lambda c: c.probability)
 
 
