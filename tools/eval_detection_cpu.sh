@@ -12,8 +12,8 @@
 # CLF=path/candidate_classifier.json: predict with that candidate classifier (fit-candidate-classifier; CLF=none: the
 # detection head alone, whatever lies beside the weights); LIDC-IDRI-0001 at the operating point is then predicted
 # at the threshold the development scans chose in this run. SKIP_VOI=1: no VOI evaluation (same weights).
-# PYRAD=folder of benchmarks/real_scans_pyradiomics.py prepare: also pyradiomics' two real scans at the same
-# operating point as LIDC-IDRI-0001 (lesion rank, false positives). SETS_ONLY=1: make the sets and stop.
+# REAL=folder of benchmarks/real_scans_pypi.py prepare: also its real scans (pyradiomics' two, TotalSegmentator's
+# chest CT) at the same operating point as LIDC-IDRI-0001 (lesion rank, mask Dice, false positives). SETS_ONLY=1: make the sets and stop.
 #
 # Writes $WORK/<LABEL>/{dev,test_syn,test_lidc0001}_froc.json, voi_eval/metrics.json, lidc0001_default/ and
 # summary.txt (one line per figure).
@@ -86,13 +86,13 @@ POINT=()
 lung-nodule-mtl predict -i "$S/lidc_idri/LIDC-IDRI-0001" -o "$R/lidc0001_default" --checkpoint "$CKPT" --no-dicom \
     "${CLF_ARGS[@]}" "${POINT[@]}" --no-progress > "$R/lidc0001_default.log" 2>&1 || exit 1
 
-if [ -n "${PYRAD:-}" ]; then  # two more real scans (benchmarks/real_scans_pyradiomics.py prepare --out $PYRAD)
-    log "pyradiomics' real scans"
-    lung-nodule-mtl predict -i "$PYRAD/images" -o "$R/pred_pyrad" --checkpoint "$CKPT" --threshold 0 --max-nodules 50 \
-        "${CLF_ARGS[@]}" --no-progress > "$R/pred_pyrad.log" 2>&1 || exit 1
+if [ -n "${REAL:-}" ]; then  # more real scans (benchmarks/real_scans_pypi.py prepare --out $REAL)
+    log "real scans from PyPI"
+    lung-nodule-mtl predict -i "$REAL/images" -o "$R/pred_real" --checkpoint "$CKPT" --threshold 0 --max-nodules 50 \
+        "${CLF_ARGS[@]}" --no-progress > "$R/pred_real.log" 2>&1 || exit 1
     point=$(python -c 'import json,sys,pathlib; print(json.loads(next(pathlib.Path(sys.argv[1]).glob("*.json")).read_text())["settings"]["detection_threshold"])' "$R/lidc0001_default")
-    python benchmarks/real_scans_pyradiomics.py report --data "$PYRAD" --predictions "$R/pred_pyrad" \
-        --threshold "$point" --json "$R/pyrad_report.json" > "$R/pyrad_report.txt" || exit 1
+    python benchmarks/real_scans_pypi.py report --data "$REAL" --predictions "$R/pred_real" \
+        --threshold "$point" --json "$R/real_report.json" > "$R/real_report.txt" || exit 1
 fi
 
 python - "$R" <<'PY'
@@ -119,8 +119,8 @@ n = json.loads(next((r / "lidc0001_default").glob("*.json")).read_text())
 nod = n.get("nodules", [])
 lines.append(f"LIDC-IDRI-0001 at the operating point: {len(nod)} nodules, detection probabilities "
              + ", ".join(f"{x.get('detection_probability', float('nan')):.3f}" for x in nod))
-if (r / "pyrad_report.txt").is_file():
-    lines += (r / "pyrad_report.txt").read_text().splitlines()
+if (r / "real_report.txt").is_file():
+    lines += (r / "real_report.txt").read_text().splitlines()
 (r / "summary.txt").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

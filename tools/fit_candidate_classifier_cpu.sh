@@ -11,7 +11,7 @@
 # detection head's). FEATURES=geometry: the scorer on scale-free geometry and the head only. DROP_SHIFTED=example_ct:
 # without the features whose domain AUC (the example CT's non-nodule candidates against the synthetic hosts') lies
 # outside [0.35, 0.65] (README's variant C). EXTRA_HOSTS="a.nii.gz b.nii.gz": more host scans (e.g. real CTs from
-# benchmarks/real_scans_pyradiomics.py), EXTRA_NODULES=their lesions (LUNA16 columns; pasted nodules keep clear of
+# benchmarks/real_scans_pypi.py), EXTRA_NODULES=their lesions (LUNA16 columns; pasted nodules keep clear of
 # them, and they are annotated), EXCLUDED=findings neither nodule nor negative (fit --excluded; e.g. a mass). Then: CLF=$WORK/fit/candidate_classifier.json WORK=runs/eval LABEL=clf \
 # SKIP_VOI=1 bash tools/eval_detection_cpu.sh (the development scans choose its detection_threshold).
 set -euo pipefail

@@ -1,7 +1,7 @@
-"""benchmarks/real_scans_pyradiomics.py on a stand-in sdist (tiny NRRD scans with a ball label each, no download):
-the lesion tables carry the balls' world centres and equivalent diameters, the one above 30 mm goes to the excluded
-table, a wrong archive fails naming the file, and the report ranks the lesion and counts false positives at the
-threshold."""
+"""benchmarks/real_scans_pypi.py on stand-in sdists (tiny NRRD scans with a ball label each, a NIfTI scan without
+labels; no download): the lesion tables carry the balls' world centres and equivalent diameters, the one above 30 mm
+goes to the excluded table, the unlabelled scan is written without rows, a wrong archive fails naming the file, and
+the report ranks the lesion, scores its mask and counts false positives at the threshold."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ sitk = pytest.importorskip("SimpleITK")
 
 @pytest.fixture
 def bench(load_benchmark) -> Iterator[ModuleType]:
-    with load_benchmark("real_scans_pyradiomics") as module:
+    with load_benchmark("real_scans_pypi") as module:
         yield module
 
 
@@ -30,12 +30,12 @@ SPACING = (1.0, 1.0, 2.0)
 ORIGIN = (-20.0, -30.0, -100.0)
 
 
-def _nrrd(array: np.ndarray) -> bytes:
+def _nrrd(array: np.ndarray, suffix: str = ".nrrd") -> bytes:
     image = sitk.GetImageFromArray(array)  # (z, y, x)
     image.SetSpacing(SPACING)
     image.SetOrigin(ORIGIN)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "x.nrrd"
+        path = Path(tmp) / f"x{suffix}"
         sitk.WriteImage(image, str(path))
         return path.read_bytes()
 
@@ -61,14 +61,31 @@ def _sdist(path: Path, radii: dict[str, float], names: tuple[str, ...] = ("image
     return path
 
 
+def _tseg_sdist(path: Path) -> Path:
+    """A stand-in TotalSegmentator sdist: its chest CT member, a NIfTI without labels."""
+    data = _nrrd(np.full((10, 12, 14), -700, dtype=np.int16), suffix=".nii.gz")
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("totalsegmentator-2.18.0/tests/reference_files/aorta_report/example_ct.nii.gz")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _prepare(bench: ModuleType, tmp_path: Path, out: str, radii: dict[str, float]) -> dict:
+    sdists = {
+        "pyradiomics": _sdist(tmp_path / "pyrad.tar.gz", radii),
+        "totalsegmentator": _tseg_sdist(tmp_path / "t.tgz"),
+    }
+    return bench.prepare(tmp_path / out, sdists)
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
 def test_prepare_writes_the_scans_and_the_lesion_tables(bench: ModuleType, tmp_path: Path) -> None:
-    sdist = _sdist(tmp_path / "sdist.tar.gz", {"lung1": 6.0, "lung2": 17.0})
-    record = bench.prepare(tmp_path / "out", sdist)
+    record = _prepare(bench, tmp_path, "out", {"lung1": 6.0, "lung2": 17.0})
 
     image = sitk.ReadImage(str(tmp_path / "out/images/PYRAD-lung1.nii.gz"))
     assert image.GetSize() == (40, 40, 24) and np.allclose(image.GetSpacing(), SPACING)
@@ -80,21 +97,35 @@ def test_prepare_writes_the_scans_and_the_lesion_tables(bench: ModuleType, tmp_p
     assert centre == pytest.approx([ORIGIN[0] + 16, ORIGIN[1] + 20, ORIGIN[2] + 24], abs=0.01)
     assert float(nodules[0]["diameter_mm"]) == pytest.approx(12.0, rel=0.08)
     assert float(excluded[0]["diameter_mm"]) == pytest.approx(34.0, rel=0.05)
-    assert record["sha256"] == bench.sha256(sdist)
-    assert json.loads((tmp_path / "out/provenance.json").read_text())["scans"]["PYRAD-lung2"]["size"] == [40, 40, 24]
+    assert record["sources"]["pyradiomics"]["sha256"] == bench.sha256(tmp_path / "pyrad.tar.gz")
+    provenance = json.loads((tmp_path / "out/provenance.json").read_text())
+    assert provenance["scans"]["PYRAD-lung2"]["size"] == [40, 40, 24]
+    assert provenance["scans"]["TSEG-chest"] == {
+        "source": "totalsegmentator",
+        "size": [14, 12, 10],
+        "spacing_mm": list(SPACING),
+        "labelled": False,
+        "lesions": [],
+    }
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out/images/TSEG-chest.nii.gz"))).max() == -700
+    assert not (tmp_path / "out/labels/TSEG-chest.nii.gz").exists()
 
 
 def test_an_archive_without_the_scans_fails_naming_it(bench: ModuleType, tmp_path: Path) -> None:
     sdist = _sdist(tmp_path / "other.tar.gz", {"lung1": 6.0, "lung2": 6.0}, names=("image",))
     with pytest.raises(ValueError, match=r"other\.tar\.gz: no data/lung\d_label\.nrrd"):
-        bench.prepare(tmp_path / "out", sdist)
+        bench.prepare(tmp_path / "out", {"pyradiomics": sdist}, ("pyradiomics",))
     assert not (tmp_path / "out/annotations.csv").exists()
     (tmp_path / "junk.tar.gz").write_bytes(b"not a tar")
-    assert bench.main(["prepare", "--out", str(tmp_path / "o2"), "--sdist", str(tmp_path / "junk.tar.gz")]) == 2
+    junk = ["prepare", "--out", str(tmp_path / "o2"), "--sources", "pyradiomics"]
+    assert bench.main([*junk, "--sdist", f"pyradiomics={tmp_path / 'junk.tar.gz'}"]) == 2
+    assert bench.main([*junk, "--sdist", str(tmp_path / "junk.tar.gz")]) == 2  # not NAME=PATH
+    with pytest.raises(ValueError, match="unknown source 'lidc'"):
+        bench.prepare(tmp_path / "o3", {}, ("lidc",))
 
 
 def test_report_ranks_the_lesion_and_counts_false_positives_at_the_threshold(bench: ModuleType, tmp_path: Path) -> None:
-    bench.prepare(tmp_path / "data", _sdist(tmp_path / "sdist.tar.gz", {"lung1": 6.0, "lung2": 17.0}))
+    _prepare(bench, tmp_path, "data", {"lung1": 6.0, "lung2": 17.0})
     pred = tmp_path / "pred"
     pred.mkdir()
     x, y, z = ORIGIN[0] + 16, ORIGIN[1] + 20, ORIGIN[2] + 24  # both lesions' centre (LPS)
@@ -106,11 +137,17 @@ def test_report_ranks_the_lesion_and_counts_false_positives_at_the_threshold(ben
     ]
     lines = ["seriesuid,coordX,coordY,coordZ,probability"] + [",".join(map(str, r)) for r in rows]
     (pred / "summary.csv").write_text("\n".join(lines) + "\n")
-    for case in ("PYRAD-lung1", "PYRAD-lung2"):
+    for case in ("PYRAD-lung1", "PYRAD-lung2", "TSEG-chest"):
         (pred / f"{case}.json").write_text(json.dumps({"case_id": case, "nodules": []}))
 
     result = bench.report(tmp_path / "data", pred, threshold=0.5)
     lung1, lung2 = result["scans"]["PYRAD-lung1"], result["scans"]["PYRAD-lung2"]
+    assert result["scans"]["TSEG-chest"] == {
+        "candidates": 0,
+        "lesions": [],
+        "false_positives_at_threshold": 0,
+        "top_false_positive": None,
+    }
     assert lung1["lesions"] == [
         {
             "kind": "nodule",
@@ -131,7 +168,7 @@ def test_report_ranks_the_lesion_and_counts_false_positives_at_the_threshold(ben
 
 def test_report_scores_the_mask_of_the_candidate_on_the_lesion(bench: ModuleType, tmp_path: Path) -> None:
     nib = pytest.importorskip("nibabel")
-    bench.prepare(tmp_path / "data", _sdist(tmp_path / "sdist.tar.gz", {"lung1": 6.0, "lung2": 17.0}))
+    _prepare(bench, tmp_path, "data", {"lung1": 6.0, "lung2": 17.0})
     label = nib.load(tmp_path / "data/labels/PYRAD-lung1.nii.gz")
     ball = np.asarray(label.dataobj) > 0
     pred_map = np.zeros(ball.shape, dtype=np.uint8)

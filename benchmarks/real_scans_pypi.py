@@ -1,33 +1,37 @@
-"""Two more real chest CTs for detection checks: pyradiomics' test scans ``lung1`` and ``lung2``, from PyPI.
+"""Three more real chest CTs for detection checks, from test data that packages ship on PyPI.
 
-Every whole real scan we can measure detection on counts (``../shared/data`` holds one, LIDC-IDRI-0001). The
-pyradiomics source distribution on PyPI (a package registry, reachable where nothing else is) ships two whole chest
-CTs with one labelled lesion each, its feature tests' data: ``lung1`` (512 x 512 x 48, 0.57 mm pixels, 5 mm slices,
-one lesion of ~14 mm) and ``lung2`` (512 x 512 x 61, 0.63 mm, 5 mm slices, one mass of ~45 mm). This script
-downloads the pinned sdist (sha256 checked), or reads a copy given with ``--sdist``, and writes what
-``lung-nodule-mtl predict`` and ``evaluate-froc`` read:
+Every whole real scan we can measure detection on counts (``../shared/data`` holds one, LIDC-IDRI-0001), and PyPI
+(a package registry, reachable where nothing else is) has three more inside source distributions' test data:
 
-    OUT/images/PYRAD-lung1.nii.gz, PYRAD-lung2.nii.gz     the CTs (HU, int16, LPS geometry kept)
-    OUT/labels/PYRAD-lung{1,2}.nii.gz                     the lesion labels
-    OUT/annotations.csv                                   LUNA16 columns (LPS mm): lesions of 3-30 mm
-    OUT/annotations_excluded.csv                          larger lesions (LUNA16 counts nodules up to 30 mm
-                                                          only): hits on them are ignored, neither found nor false
-    OUT/provenance.json                                   source, hash, lesions
+* pyradiomics 3.1.0 (BSD-3-Clause): ``lung1`` (512 x 512 x 48, 0.57 mm pixels, 5 mm slices, one labelled lesion of
+  ~14 mm) and ``lung2`` (512 x 512 x 61, 0.63 mm, 5 mm slices, one labelled mass of ~45 mm); the images' original
+  source is not documented in the package (third-party code calls lung1 a TCIA scan);
+* TotalSegmentator 2.18.0 (Apache-2.0): ``tests/reference_files/aorta_report/example_ct.nii.gz``, a contrast-enhanced
+  chest CT at 1.5 mm isotropic (233 x 167 x 191) covering both lungs, **without** nodule labels (a different patient
+  than ``../shared``'s 3 mm abdominal example CT).
 
-    python benchmarks/real_scans_pyradiomics.py prepare --out runs/pyrad            # ~35 MB download, 1 min
-    lung-nodule-mtl predict -i runs/pyrad/images -o runs/pyrad/pred                  # the bundle's operating point
-    lung-nodule-mtl predict -i runs/pyrad/images -o runs/pyrad/pred_all --threshold 0 --max-nodules 50
-    python benchmarks/real_scans_pyradiomics.py report --data runs/pyrad --predictions runs/pyrad/pred_all \
+This script downloads the pinned sdists (sha256 checked), or reads copies given with ``--sdist NAME=PATH``, and writes
+what ``lung-nodule-mtl predict``, ``insert-nodules`` and ``evaluate-froc`` read:
+
+    OUT/images/PYRAD-lung1.nii.gz, PYRAD-lung2.nii.gz, TSEG-chest.nii.gz   the CTs (HU, geometry kept)
+    OUT/labels/PYRAD-lung{1,2}.nii.gz                                      the lesion labels
+    OUT/annotations.csv                          LUNA16 columns (LPS mm): labelled lesions of 3-30 mm
+    OUT/annotations_excluded.csv                 larger lesions (LUNA16 counts nodules up to 30 mm only): hits on
+                                                 them are ignored, neither found nor false
+    OUT/provenance.json                          sources, hashes, lesions
+
+    python benchmarks/real_scans_pypi.py prepare --out runs/real                   # ~75 MB download, 1 min
+    lung-nodule-mtl predict -i runs/real/images -o runs/real/pred --threshold 0 --max-nodules 50
+    python benchmarks/real_scans_pypi.py report --data runs/real --predictions runs/real/pred \
         --threshold 0.78 [--json out.json]
 
 ``report`` prints, per scan, each lesion's best score and rank among the scan's candidates, the Dice of that
 candidate's mask (predict's ``<case>_nodules.nii.gz``) against the lesion's label, and the false positives at
 ``--threshold`` (the bundle's ``detection_threshold``; excluded findings ignored, LUNA16's hit rule).
 
-Limits: only the labelled lesion of each scan is annotated (an unlabelled nodule would count as a false positive);
-5 mm slices, thicker than most of LIDC-IDRI (1.25-2.5 mm). The images' original source is not documented in the
-package (third-party code calls lung1 a TCIA scan); pyradiomics is BSD-3-Clause. The scans are read here for
-measurement only and never copied into the repository.
+Limits: only the labelled lesions are annotated and TSEG-chest has none (an unlabelled nodule counts as a false
+positive); pyradiomics' scans have 5 mm slices, thicker than most of LIDC-IDRI (1.25-2.5 mm); TSEG-chest is a CT
+angiogram (bright vessels). The scans are read here for measurement only and never copied into the repository.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +52,34 @@ from scipy import ndimage
 
 from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, atomic_write_json
 
-SDIST_URL = (
-    "https://files.pythonhosted.org/packages/03/c1/20fc2c50ab1e3304da36d866042a1905a2b05a1431ece35448ab6b4578f2/"
-    "pyradiomics-3.1.0.tar.gz"
-)
-SDIST_SHA256 = "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4"
-SCANS = ("lung1", "lung2")
-CASE_PREFIX = "PYRAD-"
+
+@dataclass(frozen=True)
+class Source:
+    """An sdist on PyPI and the scans in it: case id -> (image member, label member or ``None``), paths below the
+    archive's top folder."""
+
+    url: str
+    sha256: str
+    scans: dict[str, tuple[str, str | None]]
+
+
+SOURCES = {
+    "pyradiomics": Source(
+        "https://files.pythonhosted.org/packages/03/c1/20fc2c50ab1e3304da36d866042a1905a2b05a1431ece35448ab6b4578f2/"
+        "pyradiomics-3.1.0.tar.gz",
+        "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4",
+        {
+            "PYRAD-lung1": ("data/lung1_image.nrrd", "data/lung1_label.nrrd"),
+            "PYRAD-lung2": ("data/lung2_image.nrrd", "data/lung2_label.nrrd"),
+        },
+    ),
+    "totalsegmentator": Source(
+        "https://files.pythonhosted.org/packages/c3/53/7d654d2ec3fcb801ae54d318b0ffc18021aed528bf4e4df0753caf0c8a73/"
+        "totalsegmentator-2.18.0.tar.gz",
+        "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
+        {"TSEG-chest": ("tests/reference_files/aorta_report/example_ct.nii.gz", None)},
+    ),
+}
 LUNA16_MAX_DIAMETER_MM = 30.0
 LUNA16_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
 
@@ -66,7 +92,7 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(dest: Path, url: str = SDIST_URL, expected: str = SDIST_SHA256) -> Path:
+def download(dest: Path, url: str, expected: str) -> Path:
     """Download ``url`` to ``dest`` (atomically) and check its sha256."""
     with atomic_path(dest) as tmp:
         with urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as f:
@@ -77,19 +103,16 @@ def download(dest: Path, url: str = SDIST_URL, expected: str = SDIST_SHA256) -> 
     return dest
 
 
-def _members(sdist: Path) -> dict[str, tarfile.TarInfo]:
-    """The four NRRD members of the sdist, by file name (``lung1_image.nrrd`` ...)."""
-    wanted = {f"{scan}_{kind}.nrrd" for scan in SCANS for kind in ("image", "label")}
+def _members(sdist: Path, wanted: set[str]) -> dict[str, tarfile.TarInfo]:
+    """The wanted members of an sdist, by their path below its top folder."""
     try:
         with tarfile.open(sdist, "r:gz") as tar:
-            found = {
-                Path(m.name).name: m for m in tar.getmembers() if m.isfile() and Path(m.name).parent.name == "data"
-            }
+            found = {m.name.split("/", 1)[-1]: m for m in tar.getmembers() if m.isfile() and "/" in m.name}
     except (tarfile.TarError, OSError) as err:
         raise ValueError(f"{sdist}: not a readable .tar.gz ({err}).") from err
     missing = sorted(wanted - set(found))
     if missing:
-        raise ValueError(f"{sdist}: no data/{missing[0]} in the archive (is it the pyradiomics sdist?).")
+        raise ValueError(f"{sdist}: no {missing[0]} in the archive (is it the right sdist?).")
     return {name: found[name] for name in wanted}
 
 
@@ -117,49 +140,77 @@ def lesions(label: Any) -> list[dict[str, float]]:
     return rows
 
 
-def prepare(out: Path, sdist: Path | None = None, max_diameter_mm: float = LUNA16_MAX_DIAMETER_MM) -> dict[str, Any]:
-    """Write the two scans, their labels and LUNA16 tables under ``out`` (see the module's docstring)."""
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, folder: str, sdist: Path) -> Any:
+    """A SimpleITK image from an archive member (written to ``folder`` under its own name, so its suffix tells ITK
+    the format)."""
     import SimpleITK as sitk
 
+    src = tar.extractfile(member)
+    if src is None:
+        raise ValueError(f"{sdist}: {member.name} cannot be read.")
+    path = Path(folder) / Path(member.name).name
+    path.write_bytes(src.read())
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise ValueError(
+            f"{sdist}: {member.name} is not a readable image ({str(err).strip().splitlines()[-1]})."
+        ) from err
+
+
+def prepare(
+    out: Path,
+    sdists: dict[str, Path] | None = None,
+    sources: tuple[str, ...] = tuple(SOURCES),
+    max_diameter_mm: float = LUNA16_MAX_DIAMETER_MM,
+) -> dict[str, Any]:
+    """Write the scans of ``sources``, their labels and LUNA16 tables under ``out`` (see the module's docstring).
+
+    ``sdists`` maps a source's name to a local copy of its sdist; the others are downloaded into ``out`` (once).
+    """
+    import SimpleITK as sitk
+
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"unknown source {unknown[0]!r}; known: {', '.join(SOURCES)}.")
     out.mkdir(parents=True, exist_ok=True)
-    if sdist is None:
-        sdist = out / Path(SDIST_URL).name
-        if not sdist.exists() or sha256(sdist) != SDIST_SHA256:
-            download(sdist)
-    members = _members(sdist)
     annotations: list[dict[str, Any]] = []
     excluded: list[dict[str, Any]] = []
-    record: dict[str, Any] = {"source": SDIST_URL, "sha256": sha256(sdist), "scans": {}}
-    with tempfile.TemporaryDirectory(dir=out) as tmp, tarfile.open(sdist, "r:gz") as tar:
-        for scan in SCANS:
-            case = CASE_PREFIX + scan
-            images = {}
-            for kind in ("image", "label"):
-                src = tar.extractfile(members[f"{scan}_{kind}.nrrd"])
-                if src is None:
-                    raise ValueError(f"{sdist}: data/{scan}_{kind}.nrrd cannot be read.")
-                path = Path(tmp) / f"{scan}_{kind}.nrrd"
-                path.write_bytes(src.read())
-                images[kind] = sitk.ReadImage(str(path))
-            if images["image"].GetSize() != images["label"].GetSize():
-                raise ValueError(f"{sdist}: {scan}'s label grid {images['label'].GetSize()} differs from its image's.")
-            for kind, folder in (("image", "images"), ("label", "labels")):
-                dest = out / folder / f"{case}.nii.gz"
-                dest.parent.mkdir(exist_ok=True)
-                with atomic_path(dest) as tmp_dest:  # the temporary name keeps ".nii.gz"
-                    sitk.WriteImage(images[kind], str(tmp_dest))
-            found = lesions(images["label"])
-            for row in found:
-                row = {"seriesuid": case, **row}
-                (annotations if row["diameter_mm"] <= max_diameter_mm else excluded).append(row)
-            record["scans"][case] = {
-                "size": list(images["image"].GetSize()),
-                "spacing_mm": [round(s, 4) for s in images["image"].GetSpacing()],
-                "lesions": found,
-            }
+    record: dict[str, Any] = {"sources": {}, "scans": {}, "max_diameter_mm": max_diameter_mm}
+    for name in sources:
+        source = SOURCES[name]
+        sdist = (sdists or {}).get(name)
+        if sdist is None:
+            sdist = out / Path(source.url).name
+            if not sdist.exists() or sha256(sdist) != source.sha256:
+                download(sdist, source.url, source.sha256)
+        wanted = {m for pair in source.scans.values() for m in pair if m is not None}
+        members = _members(sdist, wanted)
+        record["sources"][name] = {"url": source.url, "sha256": sha256(sdist)}
+        with tempfile.TemporaryDirectory(dir=out) as tmp, tarfile.open(sdist, "r:gz") as tar:
+            for case, (image_member, label_member) in source.scans.items():
+                images = {"image": _read_member(tar, members[image_member], tmp, sdist)}
+                if label_member is not None:
+                    images["label"] = _read_member(tar, members[label_member], tmp, sdist)
+                    if images["image"].GetSize() != images["label"].GetSize():
+                        raise ValueError(f"{sdist}: {case}'s label grid differs from its image's.")
+                for kind, folder in (("image", "images"), ("label", "labels")):
+                    if kind in images:
+                        with atomic_path(out / folder / f"{case}.nii.gz") as dest:  # the temporary keeps ".nii.gz"
+                            sitk.WriteImage(images[kind], str(dest))
+                found = lesions(images["label"]) if "label" in images else []
+                for row in found:
+                    row = {"seriesuid": case, **row}
+                    (annotations if row["diameter_mm"] <= max_diameter_mm else excluded).append(row)
+                record["scans"][case] = {
+                    "source": name,
+                    "size": list(images["image"].GetSize()),
+                    "spacing_mm": [round(s, 4) for s in images["image"].GetSpacing()],
+                    "labelled": "label" in images,
+                    "lesions": found,
+                }
     atomic_write_csv(annotations, out / "annotations.csv", LUNA16_COLUMNS)
     atomic_write_csv(excluded, out / "annotations_excluded.csv", LUNA16_COLUMNS)
-    record["max_diameter_mm"] = max_diameter_mm
     atomic_write_json(record, out / "provenance.json")
     return record
 
@@ -236,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="download (or read --sdist) and write the scans and tables")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--sdist", type=Path, default=None, help="a local pyradiomics-3.1.0.tar.gz instead of PyPI")
+    p.add_argument("--sources", nargs="+", choices=list(SOURCES), default=list(SOURCES))
+    p.add_argument("--sdist", action="append", default=[], metavar="NAME=PATH", help="a local copy of a source's sdist")
     p.add_argument("--max-diameter", type=float, default=LUNA16_MAX_DIAMETER_MM)
     r = sub.add_parser("report", help="lesions found and false positives of a predict folder (--threshold 0 run)")
     r.add_argument("--data", type=Path, required=True, help="the prepare --out folder")
@@ -246,7 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
-            record = prepare(args.out, args.sdist, args.max_diameter)
+            pairs = [item.partition("=") for item in args.sdist]
+            if any(not sep or not path for _, sep, path in pairs):
+                raise ValueError(f"--sdist takes NAME=PATH, got {args.sdist!r}.")
+            sdists = {name: Path(path) for name, _, path in pairs}
+            record = prepare(args.out, sdists, tuple(args.sources), args.max_diameter)
             for case, scan in record["scans"].items():
                 print(case, scan["size"], scan["spacing_mm"], [les["diameter_mm"] for les in scan["lesions"]])
             return 0
@@ -266,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             for les in scan["lesions"]
         )
         print(
-            f"{case}: {scan['candidates']} candidates; {lesion_text}; "
+            f"{case}: {scan['candidates']} candidates; {lesion_text or 'no labelled lesion'}; "
             f"false positives >= {args.threshold}: {scan['false_positives_at_threshold']}"
         )
     if args.json is not None:
