@@ -37,7 +37,6 @@ angiogram (bright vessels). The scans are read here for measurement only and nev
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import tarfile
@@ -50,7 +49,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, atomic_write_json
+from lung_nodule_mtl.utils.io import atomic_path, atomic_write_csv, atomic_write_json, file_sha256
 
 
 @dataclass(frozen=True)
@@ -84,20 +83,12 @@ LUNA16_MAX_DIAMETER_MM = 30.0
 LUNA16_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(dest: Path, url: str, expected: str) -> Path:
     """Download ``url`` to ``dest`` (atomically) and check its sha256."""
     with atomic_path(dest) as tmp:
         with urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as f:
             shutil.copyfileobj(response, f)
-        got = sha256(tmp)
+        got = file_sha256(tmp)
         if got != expected:  # the temporary file is removed, dest left as it was
             raise ValueError(f"{url}: sha256 {got}, expected {expected}; nothing written.")
     return dest
@@ -180,13 +171,16 @@ def prepare(
     for name in sources:
         source = SOURCES[name]
         sdist = (sdists or {}).get(name)
-        if sdist is None:
+        if sdist is None:  # downloaded once into out, checked against the pinned hash
             sdist = out / Path(source.url).name
-            if not sdist.exists() or sha256(sdist) != source.sha256:
+            if not sdist.exists() or file_sha256(sdist) != source.sha256:
                 download(sdist, source.url, source.sha256)
+            digest = source.sha256
+        else:
+            digest = file_sha256(sdist)
         wanted = {m for pair in source.scans.values() for m in pair if m is not None}
         members = _members(sdist, wanted)
-        record["sources"][name] = {"url": source.url, "sha256": sha256(sdist)}
+        record["sources"][name] = {"url": source.url, "sha256": digest}
         with tempfile.TemporaryDirectory(dir=out) as tmp, tarfile.open(sdist, "r:gz") as tar:
             for case, (image_member, label_member) in source.scans.items():
                 images = {"image": _read_member(tar, members[image_member], tmp, sdist)}
@@ -216,12 +210,12 @@ def prepare(
 
 
 def _best_hit(cands: list[Any], ref: Any) -> Any:
-    """The highest-scoring candidate inside the lesion's radius (LUNA16's hit rule)."""
+    """The highest-scoring candidate inside the lesion's radius (LUNA16's hit rule), ``None`` if none is."""
     from lung_nodule_mtl.metrics.froc import LUNA16_MISSING_DIAMETER_MM
 
     centre, diameter = np.asarray(ref.center_ras_mm), ref.diameter_mm or LUNA16_MISSING_DIAMETER_MM
     hits = [c for c in cands if np.linalg.norm(np.asarray(c.center_ras_mm) - centre) < diameter / 2]
-    return max(hits, key=lambda c: c.probability)
+    return max(hits, key=lambda c: c.probability, default=None)
 
 
 def _dice(data: Path, predictions: Path, case: str, cand: Any, ref: Any) -> float | None:
@@ -259,16 +253,15 @@ def report(data: Path, predictions: Path, threshold: float) -> dict[str, Any]:
         lesion_rows = []
         for kind, table in (("nodule", refs), ("excluded", excl)):
             for ref in table.get(case, []):
-                tp = match_candidates(cands, [ref]).tp_scores[0]
-                found = bool(np.isfinite(tp))
-                best = _best_hit(cands, ref) if found else None
+                best = _best_hit(cands, ref)
+                tp = None if best is None else float(best.probability)
                 lesion_rows.append(
                     {
                         "kind": kind,
                         "diameter_mm": ref.diameter_mm,
-                        "best_score": float(tp) if found else None,
-                        "rank": int((scores > tp).sum()) + 1 if found else None,
-                        "reported": found and float(tp) >= threshold,
+                        "best_score": tp,
+                        "rank": None if tp is None else int((scores > tp).sum()) + 1,
+                        "reported": tp is not None and tp >= threshold,
                         "dice": None if best is None else _dice(data, predictions, case, best, ref),
                     }
                 )

@@ -6,7 +6,6 @@ MONAI's :class:`~monai.bundle.ConfigParser`, so the network, patch, spacing, win
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,17 +39,15 @@ def find_bundle(bundle_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def model_info(ckpt_file: str | os.PathLike[str], meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Provenance for every report: the bundle's name and version and the weights file's SHA-256."""
+    from lung_nodule_mtl.utils.io import file_sha256
+
     path = Path(ckpt_file)
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
     meta = dict(meta or {})
     return {
         "bundle_name": meta.get("name"),
         "bundle_version": meta.get("version"),
         "weights": path.name,
-        "weights_sha256": digest.hexdigest(),
+        "weights_sha256": file_sha256(path),
     }
 
 

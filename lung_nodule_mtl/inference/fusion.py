@@ -306,16 +306,12 @@ def _standard_from(entry: Mapping[str, Any], features: list[str]) -> _Standard:
 
 def weights_fingerprint(ckpt_file: str | os.PathLike[str]) -> dict[str, str]:
     """``{"file", "sha256"}`` of a weights file: what a fusion records as the weights it was fitted for."""
-    import hashlib
+    from lung_nodule_mtl.utils.io import file_sha256
 
     p = Path(ckpt_file)
     if not p.is_file():
         raise FileNotFoundError(f"weights file not found: {str(p)!r}.")
-    digest = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"file": p.name, "sha256": digest.hexdigest()}
+    return {"file": p.name, "sha256": file_sha256(p)}
 
 
 def fusion_beside(ckpt_file: str | os.PathLike[str] | None) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
@@ -29,6 +30,7 @@ __all__ = [
     "atomic_write_csv",
     "atomic_write_json",
     "atomic_write_nifti",
+    "file_sha256",
     "json_safe",
     "nifti_image",
     "read_json_or_none",
@@ -37,6 +39,15 @@ __all__ = [
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -17,6 +17,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from lung_nodule_mtl.utils.io import file_sha256
+
 sitk = pytest.importorskip("SimpleITK")
 
 
@@ -97,7 +99,7 @@ def test_prepare_writes_the_scans_and_the_lesion_tables(bench: ModuleType, tmp_p
     assert centre == pytest.approx([ORIGIN[0] + 16, ORIGIN[1] + 20, ORIGIN[2] + 24], abs=0.01)
     assert float(nodules[0]["diameter_mm"]) == pytest.approx(12.0, rel=0.08)
     assert float(excluded[0]["diameter_mm"]) == pytest.approx(34.0, rel=0.05)
-    assert record["sources"]["pyradiomics"]["sha256"] == bench.sha256(tmp_path / "pyrad.tar.gz")
+    assert record["sources"]["pyradiomics"]["sha256"] == file_sha256(tmp_path / "pyrad.tar.gz")
     provenance = json.loads((tmp_path / "out/provenance.json").read_text())
     assert provenance["scans"]["PYRAD-lung2"]["size"] == [40, 40, 24]
     assert provenance["scans"]["TSEG-chest"] == {
