@@ -38,6 +38,7 @@ def _cmd_insert_nodules(args: argparse.Namespace) -> int:
         seed=args.seed,
         host_nodules_csv=args.host_nodules,
         min_distance_mm=args.min_distance_mm,
+        **({} if args.max_dense_overlap is None else {"max_dense_overlap": args.max_dense_overlap}),
     )
     summary["bank"] = f"{len(bank)} nodules of {len(bank.patients())} patients"
     print_summary(f"Real nodules pasted into {summary['hosts']} scan(s): {args.out}", summary)
@@ -76,6 +77,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "coordX, coordY, coordZ (LPS mm), diameter_mm; kept clear of and annotated",
     )
     p.add_argument("--min-distance-mm", type=float, default=30.0, help="between nodule centres (default: 30)")
+    p.add_argument(
+        "--max-dense-overlap",
+        type=float,
+        default=None,
+        help="largest share of a pasted nodule's mask on host voxels >= -300 HU (vessels, pleura, chest wall), "
+        "where it would be invisible while its label claims it (default: 0.15, insertion.DEFAULT_MAX_DENSE_OVERLAP; "
+        "1: no limit)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--workers", type=int, default=0, help="processes reading the nodule crops (default: 0)")
     p.set_defaults(func=_cmd_insert_nodules)

@@ -18,6 +18,10 @@ inside the lungs of whole scans, solitary, against vessels or against the pleura
   mask: solitary places, random negatives) and dense voxels inside the lung mask (``hu >= -500``: vessels, airway
   walls, the pleura and chest wall within the mask's margin: the hard negatives, and juxta-vascular /
   juxta-pleural places for an inserted nodule).
+* :func:`nodule_place` — where a nodule goes for such a place: centred on parenchyma, or moved off a dense voxel by
+  its radius into the lung so that it abuts the vessel or the pleura; rejected when more than
+  :data:`DEFAULT_MAX_DENSE_OVERLAP` of its mask would lie on dense host voxels (:func:`dense_overlap`), where
+  ``max(nodule, host)`` shows the host and the label would claim chest wall or mediastinum as nodule.
 * :func:`insert_nodules` — several bank nodules into one whole scan, apart from each other and from the scan's own
   nodules, for evaluation scans (``lung-nodule-mtl insert-nodules``).
 
@@ -48,8 +52,10 @@ __all__ = [
     "BANK_LABEL_KEYS",
     "BankNodule",
     "NoduleBank",
+    "dense_overlap",
     "insert_into_scans",
     "insert_nodules",
+    "nodule_place",
     "paste_nodule",
     "random_orientation",
     "sampling_points",
@@ -78,6 +84,13 @@ PARENCHYMA_MIN_CONTEXT = 0.5
 """A parenchyma place needs at least this share of parenchyma in its 7 mm cube (not an air pocket of the trachea,
 the oesophagus or the bowel that the lung mask's margin reaches)."""
 DEFAULT_EDGE_MM = 1.0
+DENSE_OVERLAP_HU = -300.0
+"""Host voxels at or above this under a pasted nodule's mask hide that part of it (``max(nodule, host)`` keeps the
+host): vessels, airway walls, the pleura, the chest wall, the mediastinum."""
+DEFAULT_MAX_DENSE_OVERLAP = 0.15
+"""Largest share of a pasted nodule's mask that may fall on dense host voxels (:data:`DENSE_OVERLAP_HU`): a vessel
+may cross a nodule, but a nodule half inside the chest wall or the mediastinum is invisible there while its label
+still claims it."""
 """Standard deviation of the Gaussian soft edge of a pasted nodule, mm."""
 DEFAULT_MARGIN_MM = 3.0
 """Margin kept around a bank nodule's mask, mm (room for the soft edge)."""
@@ -315,6 +328,73 @@ def paste_nodule(
     return d  # type: ignore[return-value]
 
 
+def dense_overlap(host_hu: Any, mask: NDArray[np.bool_], center: Sequence[int]) -> float:
+    """Share of ``mask``'s voxels (its voxel ``shape // 2`` at ``center`` of ``host_hu``, as :func:`paste_nodule`
+    places it) that fall on host voxels at or above :data:`DENSE_OVERLAP_HU` or outside the host volume.
+
+    ``host_hu``: a 3D array or anything sliced like one (a ``(H, W, D)`` view of a tensor); only the patch's box is
+    read."""
+    n = int(mask.sum())
+    if n == 0:
+        return 0.0
+    start = np.asarray(center, dtype=int) - np.asarray(mask.shape) // 2
+    src, dst = [], []
+    for s, n_patch, n_host in zip(start, mask.shape, host_hu.shape, strict=True):
+        a, b = max(int(s), 0), min(int(s) + n_patch, int(n_host))
+        if a >= b:
+            return 1.0
+        src.append(slice(a, b))
+        dst.append(slice(a - int(s), b - int(s)))
+    inside = mask[tuple(dst)]
+    host = np.asarray(host_hu[tuple(src)], dtype=np.float32)
+    hidden = int((host[inside] >= DENSE_OVERLAP_HU).sum()) + (n - int(inside.sum()))  # outside the volume: hidden
+    return hidden / n
+
+
+def nodule_place(
+    host_hu: Any,
+    mask: NDArray[np.bool_],
+    point: Sequence[int] | NDArray[np.integer],
+    kind: str,
+    rng: np.random.Generator,
+    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+    max_dense_overlap: float = DEFAULT_MAX_DENSE_OVERLAP,
+) -> tuple[NDArray[np.int64], float] | None:
+    """Where a nodule with ``mask`` goes for a sampled ``point`` of ``host_hu`` (:func:`sampling_points`), and the
+    share of its mask on dense host voxels there (:func:`dense_overlap`), or ``None`` if that share exceeds
+    ``max_dense_overlap``.
+
+    ``kind`` ``"parenchyma"``: centred on the point (solitary). ``"dense"`` (the point is on a vessel, an airway
+    wall or the pleura): moved off it by the nodule's equivalent radius along the mean direction of the parenchyma
+    (``hu < -400``) around it, a random direction where parenchyma surrounds it (a thin vessel), so the nodule abuts
+    the structure (juxta-vascular, juxta-pleural) instead of straddling it with half its mask in the chest wall.
+    """
+    if kind not in ("parenchyma", "dense"):
+        raise ValueError(f"nodule_place: kind must be 'parenchyma' or 'dense', got {kind!r}.")
+    point_v = np.asarray(point, dtype=np.int64)
+    centre = point_v
+    if kind == "dense":
+        spacing = np.asarray(spacing_mm, dtype=np.float64)
+        radius_mm = (3.0 * float(mask.sum()) * float(np.prod(spacing)) / (4.0 * math.pi)) ** (1.0 / 3.0)
+        reach = np.ceil((radius_mm + 2.0) / spacing).astype(np.int64)
+        lo = np.maximum(point_v - reach, 0)
+        hi = np.minimum(point_v + reach + 1, np.asarray(host_hu.shape, dtype=np.int64))
+        region = np.asarray(host_hu[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))])
+        offsets = (np.argwhere(region < PARENCHYMA_MAX_HU) + lo - point_v) * spacing
+        mean = offsets.mean(axis=0) if len(offsets) else np.zeros(3)
+        spread = float(np.linalg.norm(offsets, axis=1).mean()) if len(offsets) else 0.0
+        if len(offsets) and np.linalg.norm(mean) >= 0.25 * spread:
+            direction = mean / np.linalg.norm(mean)
+        else:
+            direction = rng.normal(size=3)
+            direction /= np.linalg.norm(direction)
+        centre = point_v + np.round(direction * radius_mm / spacing).astype(np.int64)
+    overlap = dense_overlap(host_hu, mask, centre.tolist())
+    if overlap > float(max_dense_overlap):
+        return None
+    return centre, overlap
+
+
 def sampling_points(
     hu: NDArray[Any],
     lung: NDArray[np.bool_] | None,
@@ -355,12 +435,15 @@ def insert_nodules(
     dense_fraction: float = 0.5,
     edge_mm: float = DEFAULT_EDGE_MM,
     max_tries: int = 200,
+    max_dense_overlap: float = DEFAULT_MAX_DENSE_OVERLAP,
 ) -> tuple[NDArray[np.float32], NDArray[np.uint8], list[dict[str, Any]]]:
     """Paste ``count`` distinct bank nodules into a whole scan on the bank's grid.
 
-    Each nodule is centred on a parenchyma voxel (solitary) or, with probability ``dense_fraction``, on a dense
-    voxel (against a vessel, an airway or the pleura), at least ``min_distance_mm`` from every other inserted nodule
-    and from ``avoid_world_mm`` (the scan's own nodules).
+    Each nodule is centred on a parenchyma voxel (solitary) or, with probability ``dense_fraction``, placed against
+    a dense voxel (a vessel, an airway or the pleura; :func:`nodule_place`), with at most ``max_dense_overlap`` of
+    its mask on dense host voxels (so no nodule hides in the chest wall or the mediastinum while its label claims
+    it), at least ``min_distance_mm`` from every other inserted nodule and from ``avoid_world_mm`` (the scan's own
+    nodules). A nodule with no such place in ``max_tries`` tries is skipped for the next one of the bank.
 
     Args:
         hu: ``(H, W, D)`` HU on the bank's grid (isotropic ``bank.spacing_mm``, RAS), not modified.
@@ -374,17 +457,21 @@ def insert_nodules(
         dense_fraction: probability of a dense (juxta-vascular / juxta-pleural) place.
         edge_mm: soft edge, see :func:`paste_nodule`.
         max_tries: places tried per nodule.
+        max_dense_overlap: largest share of a nodule's mask on dense host voxels (1: no limit).
 
     Returns:
         The new HU volume (float32), a label map (uint8, inserted nodule ``k`` is ``k``), and one record per
         inserted nodule: ``center_world_mm`` (RAS, the pasted mask's centre of mass), ``diameter_mm`` (volume-
-        equivalent of the pasted mask), ``placement`` and the bank nodule's labels and identifiers.
+        equivalent of the pasted mask), ``placement``, ``dense_overlap`` and the bank nodule's labels and
+        identifiers.
 
     Raises:
-        ValueError: more nodules asked for than the bank holds, or than 254.
+        ValueError: more nodules asked for than the bank holds, or than 254; ``max_dense_overlap`` outside [0, 1].
     """
     if count > len(bank) or count > 254:
         raise ValueError(f"insert_nodules: count {count} exceeds the bank ({len(bank)}) or 254.")
+    if not 0.0 <= float(max_dense_overlap) <= 1.0:
+        raise ValueError(f"insert_nodules: max_dense_overlap must lie in [0, 1], got {max_dense_overlap!r}.")
     out = np.asarray(hu, dtype=np.float32).copy()
     labels = np.zeros(out.shape, dtype=np.uint8)
     points = sampling_points(out, lung, rng, spacing_mm=bank.spacing_mm)
@@ -398,19 +485,26 @@ def insert_nodules(
         if len(records) == count:
             break
         nodule = bank[int(index)]
+        p_hu, p_mask = random_orientation(nodule, rng)
+        placed: tuple[NDArray[np.int64], float, str] | None = None
         for _ in range(max_tries):
             kind = "dense" if rng.random() < dense_fraction and len(points["dense"]) else "parenchyma"
             if not len(points[kind]):
                 break
-            centre = points[kind][int(rng.integers(len(points[kind])))]
-            world = aff[:3, :3] @ centre + aff[:3, 3]
+            point = points[kind][int(rng.integers(len(points[kind])))]
+            place = nodule_place(out, p_mask, point, kind, rng, bank.spacing_mm, max_dense_overlap)
+            if place is None:
+                continue
+            world = aff[:3, :3] @ place[0] + aff[:3, 3]
             if all(np.linalg.norm(world - t) >= min_distance_mm for t in taken):
+                placed = (place[0], place[1], kind)
                 break
-        else:
+        if placed is None:
+            logger.info("no place for bank nodule %s in %d tries", nodule.info.get(str(Keys.CASE_ID)), max_tries)
             continue
-        p_hu, p_mask = random_orientation(nodule, rng)
+        centre, overlap, kind = placed
         k = len(records) + 1
-        touched = paste_nodule(out, labels, p_hu, p_mask, centre, bank.spacing_mm, edge_mm, label_value=k)
+        touched = paste_nodule(out, labels, p_hu, p_mask, centre.tolist(), bank.spacing_mm, edge_mm, label_value=k)
         if touched is None:
             continue
         inside = labels[touched] == k
@@ -427,6 +521,7 @@ def insert_nodules(
                 str(Keys.DIAMETER): round(equivalent_diameter_mm(volume), 3),
                 "source_diameter_mm": nodule.info.get(str(Keys.DIAMETER)),
                 "placement": "juxta_dense" if kind == "dense" else "solitary",
+                "dense_overlap": round(overlap, 3),
                 "label_value": k,
             }
         )
@@ -464,6 +559,7 @@ def insert_into_scans(
     host_nodules_csv: str | os.PathLike[str] | None = None,
     min_distance_mm: float = 30.0,
     dense_fraction: float = 0.5,
+    max_dense_overlap: float = DEFAULT_MAX_DENSE_OVERLAP,
 ) -> dict[str, Any]:
     """Write each host scan with ``per_scan`` real bank nodules pasted into its lungs, for evaluation and training.
 
@@ -486,6 +582,7 @@ def insert_into_scans(
             ``diameter_mm``), or ``None``.
         min_distance_mm: smallest distance between nodule centres.
         dense_fraction: share of nodules placed against a vessel or the pleura.
+        max_dense_overlap: largest share of a nodule's mask on dense host voxels (:func:`insert_nodules`).
 
     Returns:
         A summary: hosts, nodules inserted, files.
@@ -529,6 +626,7 @@ def insert_into_scans(
             avoid_world_mm=[n[str(Keys.CENTER_WORLD)] for n in host_own],
             min_distance_mm=min_distance_mm,
             dense_fraction=dense_fraction,
+            max_dense_overlap=max_dense_overlap,
         )
         image_rel, label_rel = f"images/{case.case_id}.nii.gz", f"labels/{case.case_id}.nii.gz"
         atomic_write_nifti(np.round(new_hu).astype(np.int16), affine, out / image_rel, dtype=np.int16)
@@ -547,6 +645,7 @@ def insert_into_scans(
                     "seriesuid": case.case_id,
                     "source": source,
                     "placement": r.get("placement", ""),
+                    "dense_overlap": r.get("dense_overlap", ""),
                     "center_ras": r[str(Keys.CENTER_WORLD)],
                     "diameter_mm": r[str(Keys.DIAMETER)],
                 }

@@ -7,7 +7,10 @@ share of windows holds foreground, the rest is drawn from the volume) and MONAI'
 two additions: the negatives are drawn from inside the lungs, half of them from dense voxels (hard negatives), and
 a positive window may get a **real nodule pasted in** from a :class:`~lung_nodule_mtl.data.insertion.NoduleBank`
 (a scan with no labelled nodules, or a held-out patient's, still teaches the network real nodules in real
-context).
+context). A pasted nodule lies in parenchyma or abuts a vessel or the pleura, with at most ``max_dense_overlap`` of
+its mask on dense host voxels (:func:`~lung_nodule_mtl.data.insertion.nodule_place`): centred on the pleura, half of
+it would lie in the chest wall, invisible there (``max(nodule, host)``) while its label teaches the mask that chest
+wall is nodule.
 
 Each window is one of four kinds (``fractions``):
 
@@ -45,7 +48,9 @@ from lung_nodule_mtl.constants import AIR_HU, Keys
 from lung_nodule_mtl.data.insertion import (
     BANK_LABEL_KEYS,
     DEFAULT_EDGE_MM,
+    DEFAULT_MAX_DENSE_OVERLAP,
     NoduleBank,
+    nodule_place,
     paste_nodule,
     random_orientation,
     sampling_points,
@@ -182,8 +187,12 @@ class RandScanWindowsd(Randomizable, MapTransform):
         max_shift_mm: largest jitter of a ``centred`` window's centre, mm per axis.
         anywhere_shift_mm: largest jitter of an ``anywhere`` window's centre, mm per axis.
         negative_clearance_mm: a negative window's centre is at least this far beyond a labelled nodule's radius.
-        dense_insert_fraction: probability that a pasted nodule goes on a dense voxel (against a vessel or the
-            pleura) rather than in parenchyma.
+        dense_insert_fraction: probability that a pasted nodule goes against a dense voxel (a vessel or the
+            pleura; :func:`~lung_nodule_mtl.data.insertion.nodule_place`) rather than in parenchyma.
+        max_dense_overlap: largest share of a pasted nodule's mask on dense host voxels (>= -300 HU), where it would
+            be invisible while its label claims it; places are drawn up to ``place_tries`` times, then the window
+            becomes a negative one (1: no limit).
+        place_tries: places tried for a pasted nodule.
         edge_mm: soft edge of a pasted nodule.
         spacing_mm: the grid's voxel size.
     """
@@ -201,6 +210,8 @@ class RandScanWindowsd(Randomizable, MapTransform):
         dense_insert_fraction: float = 0.5,
         edge_mm: float = DEFAULT_EDGE_MM,
         spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+        max_dense_overlap: float = DEFAULT_MAX_DENSE_OVERLAP,
+        place_tries: int = 10,
     ) -> None:
         MapTransform.__init__(self, keys)
         self.image_key, self.label_key = list(self.keys)[:2]
@@ -210,7 +221,11 @@ class RandScanWindowsd(Randomizable, MapTransform):
         self.roi_size = tuple(int(s) for s in size)
         self.bank = NoduleBank.load(bank) if isinstance(bank, str) else bank
         self.probs = _fractions(fractions)
-        for name, value in (("insert_prob", insert_prob), ("dense_insert_fraction", dense_insert_fraction)):
+        for name, value in (
+            ("insert_prob", insert_prob),
+            ("dense_insert_fraction", dense_insert_fraction),
+            ("max_dense_overlap", max_dense_overlap),
+        ):
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}.")
         for name, value in (
@@ -223,6 +238,10 @@ class RandScanWindowsd(Randomizable, MapTransform):
                 raise ValueError(f"{name} must be a finite number >= 0 (mm), got {value!r}.")
         self.insert_prob = float(insert_prob)
         self.dense_insert_fraction = float(dense_insert_fraction)
+        self.max_dense_overlap = float(max_dense_overlap)
+        if int(place_tries) < 1:
+            raise ValueError(f"place_tries must be >= 1, got {place_tries!r}.")
+        self.place_tries = int(place_tries)
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
         mm = min(self.spacing_mm)
         self.max_shift = float(max_shift_mm) / mm
@@ -271,15 +290,23 @@ class RandScanWindowsd(Randomizable, MapTransform):
             bank = self.bank
             use_bank = bank is not None and len(bank) > 0 and (not nodules or rng.random() < self.insert_prob)
             if bank is not None and use_bank:
-                pool = points["dense"] if rng.random() < self.dense_insert_fraction else points["parenchyma"]
-                pool = pool if len(pool) else (points["parenchyma"] if len(points["parenchyma"]) else points["dense"])
+                place_kind = "dense" if rng.random() < self.dense_insert_fraction else "parenchyma"
+                if not len(points[place_kind]):
+                    place_kind = "parenchyma" if len(points["parenchyma"]) else "dense"
+                pool = points[place_kind]
                 if len(pool):
-                    where = np.asarray(pool[int(rng.integers(len(pool)))], dtype=np.int64)
                     bank_nodule = bank[int(rng.integers(len(bank)))]
                     hu, mask = random_orientation(bank_nodule, rng)
-                    centre = where - shift
-                    paste = (hu, mask, half + shift)
-                    labels = bank_nodule.labels()
+                    for _ in range(self.place_tries):  # a place where the nodule is not hidden in dense tissue
+                        point = np.asarray(pool[int(rng.integers(len(pool)))], dtype=np.int64)
+                        place = nodule_place(
+                            image[0], mask, point, place_kind, rng, self.spacing_mm, self.max_dense_overlap
+                        )
+                        if place is not None:
+                            centre = place[0] - shift
+                            paste = (hu, mask, half + shift)
+                            labels = bank_nodule.labels()
+                            break
             elif nodules:
                 k = int(rng.integers(len(nodules)))
                 where = np.round(points["nodules"][k]).astype(np.int64)

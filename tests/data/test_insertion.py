@@ -9,13 +9,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from lung_nodule_mtl.cli.main import main
 from lung_nodule_mtl.data import read_splits
 from lung_nodule_mtl.data.insertion import (
+    DENSE_OVERLAP_HU,
     BankNodule,
     NoduleBank,
+    dense_overlap,
     insert_nodules,
+    nodule_place,
     paste_nodule,
     random_orientation,
     sampling_points,
@@ -108,6 +112,54 @@ def test_sampling_points_are_parenchyma_and_dense_voxels_of_the_lung() -> None:
     assert all(np.abs(n + 850).min() == 0 for n in near)
 
 
+def test_dense_overlap_is_the_share_of_the_mask_on_dense_or_missing_host_voxels() -> None:
+    hu, _ = _lung_volume()  # lung box [10, 50) on axes 0 and 1, tissue outside
+    mask = _ball(4, 0).mask  # 15³ patch, ball of radius 4 at its centre
+    assert dense_overlap(hu, mask, (20, 20, 30)) == 0.0  # in parenchyma
+    on_wall = dense_overlap(hu, mask, (10, 20, 30))  # centred on the lung's wall: about half in the tissue
+    assert 0.4 < on_wall < 0.65
+    assert 0.0 < dense_overlap(hu, mask, (29, 27, 30)) < 0.15  # the vessel rod (x, y 29-30) crosses its edge
+    # beyond the volume counts as hidden: half the ball lies past the first slice
+    assert dense_overlap(np.full((30, 30, 30), -850.0), mask, (15, 15, 0)) == pytest.approx(on_wall, abs=0.12)
+    assert dense_overlap(hu, mask, (200, 200, 200)) == 1.0
+
+
+def test_nodule_place_moves_a_juxta_nodule_off_the_wall_into_the_lung() -> None:
+    hu, _ = _lung_volume()
+    mask = _ball(4, 0).mask
+    rng = np.random.default_rng(0)
+    centre, overlap = nodule_place(hu, mask, (10, 25, 30), "dense", rng)  # a point on the wall x = 10
+    assert 13 <= centre[0] <= 16 and tuple(centre[1:]) == (25, 30)  # one radius in, along +x, into the lung
+    assert overlap <= 0.15
+    # the same point as a solitary place: the nodule would straddle the wall
+    assert nodule_place(hu, mask, (10, 25, 30), "parenchyma", rng) is None
+    assert nodule_place(hu, mask, (10, 25, 30), "parenchyma", rng, max_dense_overlap=1.0) is not None
+    # a thin vessel surrounded by parenchyma: moved by its radius in some direction, abutting the rod
+    centre, overlap = nodule_place(hu, mask, (29, 29, 30), "dense", rng)
+    assert 3 <= np.linalg.norm(centre - [29, 29, 30]) <= 5.5 and overlap <= 0.15
+    with pytest.raises(ValueError, match="kind"):
+        nodule_place(hu, mask, (20, 20, 20), "pleura", rng)
+
+
+def test_inserted_juxta_nodules_abut_dense_tissue_without_hiding_in_it() -> None:
+    hu, lung = _lung_volume()
+    bank = NoduleBank([_ball(4, -500), _ball(3, -500), _ball(4, -500)])  # ground glass: denser host shows through
+    out, labels, records = insert_nodules(
+        hu, np.eye(4), lung, bank, 3, np.random.default_rng(3), min_distance_mm=10, dense_fraction=1.0
+    )
+    assert len(records) == 3 and all(r["placement"] == "juxta_dense" for r in records)
+    grow = np.ones((5, 5, 5), dtype=bool)
+    for r in records:
+        m = labels == r["label_value"]
+        hidden = float((hu[m] >= DENSE_OVERLAP_HU).mean())
+        assert hidden == pytest.approx(r["dense_overlap"], abs=1e-3) and hidden <= 0.15
+        assert float((out[m] > -400).mean()) <= 0.15  # what the label claims is visible as the nodule
+        near = ndimage.binary_dilation(m, grow) & ~m
+        assert (hu[near] >= DENSE_OVERLAP_HU).any()  # it touches what it was placed against
+    with pytest.raises(ValueError, match="max_dense_overlap"):
+        insert_nodules(hu, np.eye(4), lung, bank, 1, np.random.default_rng(1), max_dense_overlap=1.5)
+
+
 def test_insert_nodules_places_distinct_nodules_apart_in_the_lungs() -> None:
     hu, lung = _lung_volume()
     bank = NoduleBank([_ball(3, 30), _ball(4, -500), _ball(2, 100)])
@@ -163,7 +215,8 @@ def test_insert_nodules_command_writes_scans_labels_and_annotations(dataset: Pat
     own.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\nhost,40.0,-10.0,5.0,8.0\n")
     out = tmp_path / "out"
     args = ["insert-nodules", "--hosts", str(hosts), "--nodules", str(dataset / "datalist.json"), "--per-scan", "2"]
-    assert main([*args, "--out", str(out), "--host-nodules", str(own), "--min-distance-mm", "15"]) == 0
+    assert main([*args, "--out", str(out), "--host-nodules", str(own), "--min-distance-mm", "15",
+                 "--max-dense-overlap", "0.1"]) == 0  # fmt: skip
     rows = list(csv.DictReader((out / "annotations.csv").open()))
     assert len(rows) == 3 and {r["seriesuid"] for r in rows} == {"host"}
     ct = nib.load(out / "images" / "host.nii.gz")
@@ -174,3 +227,4 @@ def test_insert_nodules_command_writes_scans_labels_and_annotations(dataset: Pat
     assert len(datalist["training"]) == 2 and all(i["malignancy_score"] for i in datalist["training"])
     inserted = [r for r in csv.DictReader((out / "nodules.csv").open()) if r["source"] == "inserted"]
     assert len(inserted) == 2 and all(r["from_patient"] for r in inserted)
+    assert all(0.0 <= float(r["dense_overlap"]) <= 0.1 for r in inserted)

@@ -113,6 +113,26 @@ def test_a_scan_without_nodules_gets_pasted_bank_nodules_with_their_labels() -> 
     assert negatives(prepared)["nodule"] == 0.0
 
 
+def test_pasted_juxta_nodules_are_not_hidden_in_dense_tissue() -> None:
+    scan = _scan()
+    scan["label"], scan["nodules"] = None, []
+    scan["image"] = MetaTensor(torch.where(scan["image"] == 20.0, -850.0, scan["image"]), affine=torch.eye(4))
+    prepared = ScanSamplingPointsd(keys=("image", "label"))(scan)
+    n = 9
+    grid = np.indices((n, n, n)) - n // 2
+    mask = (grid**2).sum(axis=0) <= 9
+    ggo = NoduleBank([BankNodule(np.where(mask, -500, -850).astype(np.int16), mask, {})])  # dense host shows through
+    windows = RandScanWindowsd(
+        roi_size=(24, 24, 24), bank=ggo, fractions={"centred": 1.0}, max_shift_mm=0.0, dense_insert_fraction=1.0
+    )
+    windows.set_random_state(4)
+    for _ in range(20):
+        w = windows(prepared)
+        assert w["nodule"] == 1.0 and int(w["label"].sum()) == int(mask.sum())
+        shown = w["image"][0][w["label"][0] > 0]
+        assert float((shown > -400).float().mean()) <= 0.15  # the label's voxels show the nodule, not the wall
+
+
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="fractions"):
         RandScanWindowsd(fractions={"positive": 1.0})
@@ -120,6 +140,10 @@ def test_bad_arguments_are_named() -> None:
         RandScanWindowsd(insert_prob=1.5)
     with pytest.raises(ValueError, match="roi_size"):
         RandScanWindowsd(roi_size=(16, 16))
+    with pytest.raises(ValueError, match="max_dense_overlap"):
+        RandScanWindowsd(max_dense_overlap=-0.1)
+    with pytest.raises(ValueError, match="place_tries"):
+        RandScanWindowsd(place_tries=0)
 
 
 def test_scan_chain_gives_batches_that_mix_with_the_crop_chain(tmp_path: Path) -> None:
