@@ -99,3 +99,19 @@ def test_bundle_scan_inferring(scans: Path, tmp_path: Path) -> None:
     report = _check_given(out)
     assert (out / report["qc_figures"][0]).is_file()
     assert (out / "summary.csv").is_file()
+
+
+def test_the_operating_point_follows_the_shipped_candidate_classifier() -> None:
+    """The classifier beside the released weights is fitted for them and brings its own threshold; without it (the
+    head alone) the head's threshold applies, and --threshold overrides either."""
+    from lung_nodule_mtl.inference.bundle import load_scan_predictor
+
+    with_clf, parser = load_scan_predictor(None, {"device_name": "cpu"})
+    assert with_clf.classifier is not None
+    assert with_clf.detection_threshold == pytest.approx(parser["detection_threshold_classifier"])
+    head, _ = load_scan_predictor(None, {"device_name": "cpu", "candidate_classifier": None})
+    assert head.classifier is None
+    assert head.detection_threshold == pytest.approx(parser["detection_threshold_head"])
+    assert head.detection_threshold != with_clf.detection_threshold
+    chosen, _ = load_scan_predictor(None, {"device_name": "cpu", "detection_threshold": 0.5})
+    assert chosen.detection_threshold == 0.5 and chosen.classifier is not None
