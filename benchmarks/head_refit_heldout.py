@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--refit-dir", required=True, help="the output folder of refit-detection-head (its samples/)")
     p.add_argument("--checkpoint", default="bundle/models/model.pt", help="the weights whose head was refitted")
-    p.add_argument("--threshold", type=float, default=None, help="detection threshold (default: the bundle's)")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="detection threshold (default: the bundle's for the head alone)"
+    )
     p.add_argument("--min-diameter-mm", type=float, default=3.0, help="predict's smallest candidate (default: 3)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         import yaml
 
         bundle = Path(__file__).resolve().parents[1] / "bundle" / "configs" / "scan_inference.yaml"
-        a.threshold = float(yaml.safe_load(bundle.read_text(encoding="utf-8"))["detection_threshold"])
+        a.threshold = float(yaml.safe_load(bundle.read_text(encoding="utf-8"))["detection_threshold_head"])
     files = sorted((Path(a.refit_dir) / "samples").glob("*.npz"))
     if len(files) < 2:
         print(f"{a.refit_dir}/samples: need the samples of 2 or more scans, found {len(files)}", file=sys.stderr)
