@@ -19,6 +19,8 @@
 # summary.txt (one line per figure).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tools/tables.sh
+. tools/tables.sh
 
 S=${SHARED:-../shared/data}
 W=${WORK:?scratch folder, e.g. runs/eval}
@@ -29,15 +31,11 @@ CLF_ARGS=()
 R=$W/$L
 mkdir -p "$R"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
-SERIES=1.3.6.1.4.1.14519.5.2.1.6279.6001.179049373636438705059720603192
 
 log "sets under $W"
 [ -f "$W/lidc_vois/datalist.json" ] || lung-nodule-mtl prepare-vois --vois "$S/lidc_vois" --out "$W/lidc_vois" \
     --folds 5 --val-fold 4 > "$W/prep_vois.log" 2>&1 || exit 1
-for table in annotations annotations_excluded; do  # LUNA16's rows of LIDC-IDRI-0001, its case id as seriesuid
-    [ -f "$W/lidc0001_$table.csv" ] || { head -1 "$S/luna16/$table.csv"; grep "^$SERIES," "$S/luna16/$table.csv" |
-        sed "s/^$SERIES,/LIDC-IDRI-0001,/"; } > "$W/lidc0001_$table.csv"
-done
+lidc0001_tables "$S" "$W"
 make_set() {  # name, synth seed or "" for LIDC-IDRI-0001, cases, insert seed, per-scan, folds...
     local name=$1 seed=$2 cases=$3 iseed=$4 per=$5
     shift 5

@@ -13,30 +13,20 @@
 # $WORK/summary.txt. A seed's sets and predictions already there are reused.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tools/tables.sh
+. tools/tables.sh
 
 S=${SHARED:-../shared/data}
 W=${WORK:?scratch folder, e.g. runs/realhosts}
 REAL=${REAL:?folder of benchmarks/real_scans_pypi.py prepare}
 SEEDS=${SEEDS:-101 102 103}
-SERIES=1.3.6.1.4.1.14519.5.2.1.6279.6001.179049373636438705059720603192
 mkdir -p "$W"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 
 [ -f "$W/lidc_vois/datalist.json" ] || lung-nodule-mtl prepare-vois --vois "$S/lidc_vois" --out "$W/lidc_vois" \
     --folds 5 --val-fold 4 > "$W/prep_vois.log" 2>&1 || exit 1
-for table in annotations annotations_excluded; do  # LUNA16's rows of LIDC-IDRI-0001, its case id as seriesuid
-    { head -1 "$S/luna16/$table.csv"; grep "^$SERIES," "$S/luna16/$table.csv" |
-        sed "s/^$SERIES,/LIDC-IDRI-0001,/"; } > "$W/lidc0001_$table.csv"
-done
-python - "$W/host_nodules.csv" "$W/lidc0001_annotations.csv" "$REAL/annotations.csv" <<'PY'
-import csv, sys
-cols = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"]
-rows = [{k: r[k] for k in cols} for path in sys.argv[2:] for r in csv.DictReader(open(path, newline=""))]
-with open(sys.argv[1], "w", newline="") as f:
-    w = csv.DictWriter(f, cols, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-PY
+lidc0001_tables "$S" "$W"
+merge_luna16 "$W/host_nodules.csv" "$W/lidc0001_annotations.csv" "$REAL/annotations.csv"
 for seed in $SEEDS; do
     D=$W/s$seed
     [ -f "$D/annotations.csv" ] || lung-nodule-mtl insert-nodules --hosts "$S/lidc_idri/LIDC-IDRI-0001" \
@@ -61,12 +51,15 @@ from pathlib import Path
 import numpy as np
 
 from lung_nodule_mtl.data.nodule_table import read_nodule_table
-from lung_nodule_mtl.inference.bundle import load_scan_predictor
+from monai.bundle import ConfigParser
+
+from lung_nodule_mtl.inference.bundle import SCAN_CONFIGS, find_bundle
 from lung_nodule_mtl.metrics.froc import PREDICTIONS_SUMMARY, match_candidates, prediction_dir_cases
 
 w, seeds = Path(sys.argv[1]), sys.argv[2:]
-_, parser = load_scan_predictor(None, {"device_name": "cpu"})
-threshold = {"default": float(parser.get_parsed_content("detection_threshold")),
+parser = ConfigParser()  # the raw values: the shipped classifier lies beside the weights, so it is the default
+parser.read_config([str(find_bundle() / "configs" / name) for name in SCAN_CONFIGS])
+threshold = {"default": float(parser["detection_threshold_classifier"]),
              "head": float(parser["detection_threshold_head"])}
 excluded = read_nodule_table(w / "lidc0001_annotations_excluded.csv")
 for v in ("default", "head"):

@@ -16,6 +16,8 @@
 # SKIP_VOI=1 bash tools/eval_detection_cpu.sh (the development scans choose its detection_threshold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tools/tables.sh
+. tools/tables.sh
 
 S=${SHARED:-../shared/data}
 W=${WORK:?scratch folder, e.g. runs/clf}
@@ -32,15 +34,8 @@ HOST_NODULES=$W/train_hosts/annotations.csv
 FIT_NODULES=$W/train/annotations.csv
 if [ -n "${EXTRA_NODULES:-}${EXCLUDED:-}" ]; then  # pasted nodules keep clear of the extra hosts' lesions, excluded too
     HOST_NODULES=$W/host_nodules.csv
-    python - "$HOST_NODULES" "$W/train_hosts/annotations.csv" ${EXTRA_NODULES:-} ${EXCLUDED:-} <<'PY'
-import csv, sys
-cols = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"]
-rows = [{k: r[k] for k in cols} for path in sys.argv[2:] for r in csv.DictReader(open(path, newline=""))]
-with open(sys.argv[1], "w", newline="") as f:
-    w = csv.DictWriter(f, cols, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-PY
+    # shellcheck disable=SC2086
+    merge_luna16 "$HOST_NODULES" "$W/train_hosts/annotations.csv" ${EXTRA_NODULES:-} ${EXCLUDED:-}
 fi
 # shellcheck disable=SC2086
 [ -f "$W/train/annotations.csv" ] || lung-nodule-mtl insert-nodules --hosts "$W/train_hosts/images" \

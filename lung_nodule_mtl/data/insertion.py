@@ -84,6 +84,7 @@ PARENCHYMA_MIN_CONTEXT = 0.5
 """A parenchyma place needs at least this share of parenchyma in its 7 mm cube (not an air pocket of the trachea,
 the oesophagus or the bowel that the lung mask's margin reaches)."""
 DEFAULT_EDGE_MM = 1.0
+"""Standard deviation of the Gaussian soft edge of a pasted nodule, mm."""
 DENSE_OVERLAP_HU = -300.0
 """Host voxels at or above this under a pasted nodule's mask hide that part of it (``max(nodule, host)`` keeps the
 host): vessels, airway walls, the pleura, the chest wall, the mediastinum."""
@@ -91,7 +92,6 @@ DEFAULT_MAX_DENSE_OVERLAP = 0.15
 """Largest share of a pasted nodule's mask that may fall on dense host voxels (:data:`DENSE_OVERLAP_HU`): a vessel
 may cross a nodule, but a nodule half inside the chest wall or the mediastinum is invisible there while its label
 still claims it."""
-"""Standard deviation of the Gaussian soft edge of a pasted nodule, mm."""
 DEFAULT_MARGIN_MM = 3.0
 """Margin kept around a bank nodule's mask, mm (room for the soft edge)."""
 
