@@ -11,6 +11,10 @@
 # (the shipped candidate classifier, at detection_threshold_classifier) and the detection head alone
 # (--candidate-classifier none, at detection_threshold_head). Writes $WORK/s<seed>/{pred_*,froc_*.json} and
 # $WORK/summary.txt. A seed's sets and predictions already there are reused.
+#
+# Other weights: CKPT=path/model.pt (predict --checkpoint; the candidate classifier and the fusion are those beside
+# it, none where there are none: "default" is then the head too), SCORERS="head" (default "default head"), and the
+# operating points TH_DEFAULT / TH_HEAD (default: the bundle config's) for the summary's counts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=tools/tables.sh
@@ -20,6 +24,9 @@ S=${SHARED:-../shared/data}
 W=${WORK:?scratch folder, e.g. runs/realhosts}
 REAL=${REAL:?folder of benchmarks/real_scans_pypi.py prepare}
 SEEDS=${SEEDS:-101 102 103}
+SCORERS=${SCORERS:-default head}
+CKPT_ARGS=()
+[ -n "${CKPT:-}" ] && CKPT_ARGS=(--checkpoint "$CKPT")
 mkdir -p "$W"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 
@@ -32,20 +39,20 @@ for seed in $SEEDS; do
     [ -f "$D/annotations.csv" ] || lung-nodule-mtl insert-nodules --hosts "$S/lidc_idri/LIDC-IDRI-0001" \
         "$REAL/images/PYRAD-lung1.nii.gz" "$REAL/images/TSEG-chest.nii.gz" --nodules "$W/lidc_vois/datalist.json" \
         --folds 4 --per-scan 4 --seed "$seed" --host-nodules "$W/host_nodules.csv" --out "$D" > "$D.log" 2>&1 || exit 1
-    for v in default head; do
+    for v in $SCORERS; do
         clf=()
         [ "$v" = head ] && clf=(--candidate-classifier none)
         log "seed $seed: predict ($v)"
         [ -f "$D/pred_$v/summary.csv" ] || lung-nodule-mtl predict -i "$D/images" -o "$D/pred_$v" --threshold 0 \
-            --max-nodules 50 "${clf[@]}" --no-progress > "$D/pred_$v.log" 2>&1 || exit 1
+            --max-nodules 50 "${clf[@]}" "${CKPT_ARGS[@]}" --no-progress > "$D/pred_$v.log" 2>&1 || exit 1
         lung-nodule-mtl evaluate-froc --predictions "$D/pred_$v" --annotations "$D/annotations.csv" \
             --excluded "$W/lidc0001_annotations_excluded.csv" --cases-from-predictions-dir \
             --out "$D/froc_$v.json" > "$D/froc_$v.txt" || exit 1
     done
 done
 
-python - "$W" $SEEDS <<'PY' | tee "$W/summary.txt"
-import json, sys
+SCORERS="$SCORERS" python - "$W" $SEEDS <<'PY' | tee "$W/summary.txt"
+import json, os, sys
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +66,10 @@ from lung_nodule_mtl.metrics.froc import PREDICTIONS_SUMMARY, match_candidates, 
 w, seeds = Path(sys.argv[1]), sys.argv[2:]
 parser = ConfigParser()  # the raw values: the shipped classifier lies beside the weights, so it is the default
 parser.read_config([str(find_bundle() / "configs" / name) for name in SCAN_CONFIGS])
-threshold = {"default": float(parser["detection_threshold_classifier"]),
-             "head": float(parser["detection_threshold_head"])}
+threshold = {"default": float(os.environ.get("TH_DEFAULT") or parser["detection_threshold_classifier"]),
+             "head": float(os.environ.get("TH_HEAD") or parser["detection_threshold_head"])}
 excluded = read_nodule_table(w / "lidc0001_annotations_excluded.csv")
-for v in ("default", "head"):
+for v in os.environ["SCORERS"].split():
     cpms, found, total, fps, scans = [], 0, 0, 0, 0
     for seed in seeds:
         d = w / f"s{seed}"

@@ -17,7 +17,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 S=${SHARED:-../shared/data}
-C=${WORK:?scratch folder, e.g. runs/step3}
+C=$(realpath -m "${WORK:?scratch folder, e.g. runs/step3}")
+export WORK=$C  # absolute: the datalist and the host links name files in other folders
 E=$C/eval
 INIT=${INIT:-bundle/models/model.pt}
 EPOCHS=${EPOCHS:-5}
@@ -51,7 +52,7 @@ for seed in range(1000, 1004):
             uid = f"{stem}-s{seed}"
             link = f"{C}/hosts/{uid}.nii.gz"
             if not os.path.lexists(link):
-                os.symlink(i["image"], link)
+                os.symlink(os.path.abspath(i["image"]), link)
             items.append(dict(i, image=link, patient_id=f"{i['patient_id']}-s{seed}", seriesuid=uid))
             x, y, z = i["center_world_mm"]
             rows.append((uid, -x, -y, z, i["diameter_mm"]))
@@ -74,7 +75,9 @@ python -m monai.bundle run training --meta_file bundle/configs/metadata.json \
     --epochs "$EPOCHS" --scan_windows_per_epoch "$WINDOWS" --voi_windows_per_epoch "$VOI_WINDOWS" --batch_size 8 \
     --num_workers 1 --val_interval 100000 --resume False --time_budget_s "$BUDGET" --init_weights "$INIT" \
     --learning_rate "$LR" --validate#dataset#cache_rate 0 "${EXTRA_ARGS[@]}" > $C/train.log 2>&1
-log "training exit $?"
+status=$?
+log "training exit $status"
+[ "$status" -eq 0 ] || { echo "training failed: see $C/train.log" >&2; exit 1; }
 log VOI eval
 python -m monai.bundle run evaluating --meta_file bundle/configs/metadata.json \
     --config_file "['bundle/configs/train.yaml','bundle/configs/train_scans.yaml','bundle/configs/evaluate.yaml']" \
