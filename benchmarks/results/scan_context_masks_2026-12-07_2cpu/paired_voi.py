@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import csv
 import sys
+from pathlib import Path
 
 import numpy as np
 
+from lung_nodule_mtl.metrics.classification import paired_auc_bootstrap
 
-def auc(y: np.ndarray, s: np.ndarray) -> float:
-    pos, neg = s[y == 1], s[y == 0]
-    return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/
+from same_nodule_two_ways import bootstrap_ci
 
 
 def load(path: str) -> dict[str, dict[str, str]]:
@@ -28,22 +29,19 @@ def load(path: str) -> dict[str, dict[str, str]]:
 def main() -> None:
     base, new = load(sys.argv[1]), load(sys.argv[2])
     ids = [k for k in base if base[k]["malignancy"] in ("0", "1") and k in new]
-    y = np.array([int(base[k]["malignancy"]) for k in ids])
-    a = np.array([float(base[k]["pred_malignancy_prob"]) for k in ids])
-    b = np.array([float(new[k]["pred_malignancy_prob"]) for k in ids])
+    auc = paired_auc_bootstrap(
+        [float(new[k]["pred_malignancy_prob"]) for k in ids],
+        [float(base[k]["pred_malignancy_prob"]) for k in ids],
+        [int(base[k]["malignancy"]) for k in ids],
+    )
     every = [k for k in base if k in new]
     dice = np.array([float(new[k]["dice"]) - float(base[k]["dice"]) for k in every])
-    rng = np.random.default_rng(0)
-    auc_diffs, dice_diffs = [], []
-    for _ in range(2000):
-        i = rng.integers(0, len(ids), len(ids))
-        if len(set(y[i])) == 2:
-            auc_diffs.append(auc(y[i], b[i]) - auc(y[i], a[i]))
-        dice_diffs.append(dice[rng.integers(0, len(dice), len(dice))].mean())
+    low, high = bootstrap_ci(dice)
+    ci = auc["ci_difference"]
     print(
-        f"malignancy AUC ({len(ids)} nodules) {auc(y, a):.4f} -> {auc(y, b):.4f}, paired {np.mean(auc_diffs):+.4f} "
-        f"[{np.percentile(auc_diffs, 2.5):+.4f}, {np.percentile(auc_diffs, 97.5):+.4f}]; Dice ({len(every)} nodules) "
-        f"paired {dice.mean():+.4f} [{np.percentile(dice_diffs, 2.5):+.4f}, {np.percentile(dice_diffs, 97.5):+.4f}]"
+        f"malignancy AUC ({len(ids)} nodules) {auc['auc_b']:.4f} -> {auc['auc_a']:.4f}, paired "
+        f"{auc['difference']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]; Dice ({len(every)} nodules) "
+        f"paired {dice.mean():+.4f} [{low:+.4f}, {high:+.4f}]"
     )
 
 

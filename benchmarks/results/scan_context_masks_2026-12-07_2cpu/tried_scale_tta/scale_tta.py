@@ -24,17 +24,9 @@ import torch.nn.functional as F
 from lung_nodule_mtl.constants import OutputKeys
 from lung_nodule_mtl.inference.bundle import load_scan_predictor
 from lung_nodule_mtl.io.ct import find_cases, load_ct
+from lung_nodule_mtl.transforms import NoduleCenteredCrop
 
 PATCH = 48
-
-
-def crop_at(a: np.ndarray, centre: np.ndarray, size: int, pad: float) -> np.ndarray:
-    start = [int(np.rint(c)) - size // 2 for c in centre]
-    out = np.full((size,) * 3, pad, np.float32)
-    src = tuple(slice(max(s, 0), min(s + size, n)) for s, n in zip(start, a.shape, strict=True))
-    dst = tuple(slice(sl.start - s, sl.stop - s) for sl, s in zip(src, start, strict=True))
-    out[dst] = a[src]
-    return out
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -55,9 +47,9 @@ def main() -> None:
         with torch.inference_mode():
             return torch.sigmoid(predictor.network(x)[str(OutputKeys.MASK)][0, 0].float())
 
-    def at_scale(a: np.ndarray, centre: np.ndarray, factor: float) -> np.ndarray:
+    def at_scale(iso: monai.data.MetaTensor, centre: list[float], factor: float) -> np.ndarray:
         size = int(PATCH * factor)
-        big = torch.from_numpy(crop_at(a, centre, size, -1000.0))[None, None]
+        big = NoduleCenteredCrop(size)(iso, centre).as_tensor()[None].float()
         prob = mask_prob(F.interpolate(big, size=(PATCH,) * 3, mode="trilinear", align_corners=False)[0, 0].numpy())
         up = F.interpolate(prob[None, None], size=(size,) * 3, mode="trilinear", align_corners=False)[0, 0].numpy()
         o = (size - PATCH) // 2
@@ -70,11 +62,10 @@ def main() -> None:
         for image in sorted((folder / "images").glob("*.nii.gz")):
             case = image.name[: -len(".nii.gz")]
             iso = predictor._resampler.to_isotropic(load_ct(find_cases(image)[0]).image)
-            labels = to_grid(load(folder / "labels" / image.name), iso)[0].numpy()
-            hu, inv = iso[0].numpy(), np.linalg.inv(np.asarray(iso.affine))
+            labels = to_grid(load(folder / "labels" / image.name), iso)
             for r in (r for r in table if r["seriesuid"] == case):
-                centre = (inv @ np.r_[json.loads(r["center_ras"]), 1])[:3]
-                lab = crop_at(labels, centre, PATCH, 0.0)
+                centre = json.loads(r["center_ras"])
+                lab = NoduleCenteredCrop(PATCH, pad_value=0.0)(labels, centre).as_tensor()[0].numpy()
                 if lab[PATCH // 2, PATCH // 2, PATCH // 2] == 0:
                     continue
                 truth = lab == lab[PATCH // 2, PATCH // 2, PATCH // 2]
@@ -85,7 +76,7 @@ def main() -> None:
                     "diameter_mm": float(r["diameter_mm"]),
                 }
                 for name, factor in (("1mm", 1.0), ("1.5mm", 1.5), ("2mm", 2.0)):
-                    component = predictor._centre_component(at_scale(hu, centre, factor))
+                    component = predictor._centre_component(at_scale(iso, centre, factor))
                     row[name] = 0.0 if component is None else round(dice(component, truth), 4)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
